@@ -1,0 +1,19 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""mmvit3: the ViT³ (Vision Test-Time Training) backbone for MMDetection and
+MMSegmentation.
+
+``import mmvit3`` (or ``custom_imports=dict(imports=['mmvit3'])`` in a config)
+registers ``ViT3`` in the model registries of the installed libraries.
+"""
+from .models import ViT3, checkpoint_filter_fn, load_pretrained
+from .registration import register_models
+from .safe_load import UnsafeCheckpointError, load_checkpoint_file
+from .version import __version__
+
+REGISTERED_SCOPES = register_models()
+
+__all__ = [
+    'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
+    'UnsafeCheckpointError', 'register_models', 'REGISTERED_SCOPES',
+    '__version__'
+]

@@ -1,0 +1,243 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Turning the authors' released files into ViT3 backbone weights.
+
+:func:`checkpoint_filter_fn` is one pure function: it picks the weights out of
+any released layout (ImageNet classification ``.pth`` with ``'model'`` /
+``'state_dict_ema'``, mmengine detection / segmentation checkpoints with
+``'state_dict'`` and ``backbone.`` keys, or a plain backbone state dict),
+drops what dense prediction does not use and says what it dropped, and
+refuses a checkpoint that does not fit the model.
+"""
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+
+from ..safe_load import load_checkpoint_file
+from .vit3 import ViT3
+
+#: Entries of released files that a ViT3 backbone does not use, and why.
+_DROP_RULES = (
+    ('classifier head', re.compile(r'^head\.')),
+    ('classifier BatchNorm1d', re.compile(r'^norm\.')),
+    ('fixed-size RoPE tables (RoPE is computed for every input size)',
+     re.compile(r'(^|\.)rope\.rotations$')),
+)
+_OUTPUT_NORM = re.compile(r'^norm(\d+)\.')
+_MAX_LISTED = 8
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the ViT3 model it is loaded into."""
+
+
+@dataclass
+class FilterReport:
+    """What :func:`checkpoint_filter_fn` did.
+
+    Attributes:
+        source_key (str | None): The entry of the file the weights came from.
+        dropped (dict): Reason -> names of the entries dropped for it.
+        untouched (list): Model entries the file lacks and that keep their
+            initial values (the output norms ``norm0``... of a
+            classification checkpoint).
+    """
+    source_key: Optional[str] = None
+    dropped: Dict[str, List[str]] = field(default_factory=dict)
+    untouched: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = []
+        for reason, names in self.dropped.items():
+            lines.append(f'dropped {len(names)} entries ({reason}): '
+                         f'{", ".join(names)}')
+        if self.untouched:
+            lines.append(f'left {len(self.untouched)} entries untouched (not in '
+                         f'the file, keep their initial values): '
+                         f'{", ".join(self.untouched)}')
+        return '\n'.join(lines)
+
+
+def _names(keys, limit: int = _MAX_LISTED) -> str:
+    keys = list(keys)
+    more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def select_state_dict(checkpoint: Any,
+                      key: Optional[str] = None) -> Tuple[Mapping[str, Any], Optional[str]]:
+    """Pick the weights out of a loaded checkpoint.
+
+    Args:
+        checkpoint: What ``torch.load`` returned.
+        key (str, optional): The entry to use (``'model'``,
+            ``'state_dict_ema'``, ``'state_dict'``...). Defaults to the first of
+            ``'model'``, ``'state_dict'`` present, else the checkpoint itself.
+
+    Returns:
+        tuple: The state dict and the key it came from (None for the whole
+        checkpoint).
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointMismatchError(
+            f'Expected a checkpoint dict, got {type(checkpoint).__name__}')
+    if key is not None:
+        if key not in checkpoint:
+            raise KeyError(f'Checkpoint has no entry {key!r}; its entries are '
+                           f'{sorted(map(str, checkpoint))}')
+        return checkpoint[key], key
+    for candidate in ('model', 'state_dict'):
+        if candidate in checkpoint:
+            return checkpoint[candidate], candidate
+    if not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise CheckpointMismatchError(
+            f"Checkpoint has neither 'model' nor 'state_dict' and is no state "
+            f'dict; its entries are {sorted(map(str, checkpoint))}: pass key=...')
+    return checkpoint, None
+
+
+def infer_arch(state_dict: Mapping[str, Any]) -> Optional[dict]:
+    """Widths and depths of the ViT3 a state dict belongs to, or None."""
+    depths: Dict[int, int] = {}
+    dims: Dict[int, int] = {}
+    for name, value in state_dict.items():
+        m = re.match(r'^layers\.(\d+)\.blocks\.(\d+)\.norm1\.weight$', name)
+        if m:
+            stage, block = int(m.group(1)), int(m.group(2))
+            depths[stage] = max(depths.get(stage, 0), block + 1)
+            dims[stage] = int(value.shape[0])
+    if not depths or sorted(depths) != list(range(len(depths))):
+        return None
+    return {'embed_dims': [dims[i] for i in sorted(dims)],
+            'depths': [depths[i] for i in sorted(depths)]}
+
+
+def arch_name(arch: Optional[dict]) -> str:
+    """``'tiny'``, ``'small'``, ``'base'`` or the dict itself as text."""
+    for name in ('tiny', 'small', 'base'):
+        if arch == ViT3.arch_zoo[name]:
+            return name
+    return str(arch)
+
+
+def checkpoint_filter_fn(checkpoint: Any,
+                         model: nn.Module,
+                         key: Optional[str] = None,
+                         prefix: Optional[str] = None
+                         ) -> Tuple[Dict[str, torch.Tensor], FilterReport]:
+    """Turn a released checkpoint into a state dict for ``model``.
+
+    Pure: neither the checkpoint nor the model is changed.
+
+    Steps: pick the weights (:func:`select_state_dict`); keep only the keys
+    under ``prefix`` (given, or ``'backbone.'`` when the file is a whole
+    detector / segmentor) and strip it, as well as a DDP ``'module.'``; drop
+    the classifier head, its BatchNorm1d ``norm`` and the RoPE tables, and
+    the output norms of stages the model does not output; then check that
+    every remaining entry exists in the model with the same shape.
+
+    Args:
+        checkpoint: What ``torch.load`` returned.
+        model (nn.Module): The ViT3 backbone the weights are for.
+        key (str, optional): See :func:`select_state_dict`.
+        prefix (str, optional): Take only the keys under this prefix.
+
+    Returns:
+        tuple[dict, FilterReport]: The state dict to load and the report.
+
+    Raises:
+        CheckpointMismatchError: Entries the model lacks, lacks in the file
+            or holds with other shapes (the first ones are named).
+    """
+    state_dict, source_key = select_state_dict(checkpoint, key)
+    report = FilterReport(source_key=source_key)
+    state = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    if prefix is None and any(k.startswith('backbone.') for k in state):
+        prefix = 'backbone.'
+    if prefix:
+        outside = sorted(k for k in state if not k.startswith(prefix))
+        if outside:
+            report.dropped[f'outside {prefix!r}'] = outside
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointMismatchError(f'Checkpoint has no entries under {prefix!r}')
+
+    model_state = model.state_dict()
+    out: Dict[str, torch.Tensor] = {}
+    for name in sorted(state):
+        if name not in model_state:
+            reason = next((r for r, pattern in _DROP_RULES if pattern.search(name)), None)
+            if reason is None and _OUTPUT_NORM.match(name):
+                reason = 'output norms of stages not in out_indices'
+            if reason is not None:
+                report.dropped.setdefault(reason, []).append(name)
+                continue
+        out[name] = state[name]
+
+    unexpected = [k for k in out if k not in model_state]
+    mismatched = [f'{k}: file {tuple(out[k].shape)}, model {tuple(model_state[k].shape)}'
+                  for k in out if k in model_state and out[k].shape != model_state[k].shape]
+    absent = [k for k in model_state if k not in out]
+    report.untouched = [k for k in absent if _OUTPUT_NORM.match(k)]
+    missing = [k for k in absent if k not in report.untouched
+               and not k.endswith('num_batches_tracked')]
+    if unexpected or mismatched or missing:
+        file_arch, model_arch = infer_arch(state), infer_arch(model_state)
+        problems = []
+        if file_arch != model_arch:
+            problems.append(f'the file holds a ViT3 {arch_name(file_arch)}, the '
+                            f'model is a ViT3 {arch_name(model_arch)}: set arch '
+                            f'to match the checkpoint')
+        if mismatched:
+            problems.append(f'{len(mismatched)} shape mismatches: {_names(mismatched)}')
+        if unexpected:
+            problems.append(f'{len(unexpected)} entries the model lacks: '
+                            f'{_names(unexpected)}')
+        if missing:
+            problems.append(f'{len(missing)} model entries the file lacks: '
+                            f'{_names(missing)}')
+        raise CheckpointMismatchError('Checkpoint does not fit this ViT3 backbone; '
+                                      + '; '.join(problems))
+    return out, report
+
+
+def load_pretrained(model: nn.Module,
+                    checkpoint: str,
+                    key: Optional[str] = None,
+                    prefix: Optional[str] = None,
+                    trusted: bool = False,
+                    map_location: Any = 'cpu') -> FilterReport:
+    """Load released weights into a ViT3 backbone and log what happened.
+
+    This is what ``init_cfg=dict(type='Pretrained', checkpoint=..., key=...,
+    prefix=..., trusted=...)`` on :class:`ViT3` runs.
+
+    Args:
+        model (nn.Module): The backbone.
+        checkpoint (str): Path or URI of the file.
+        key (str, optional): Entry holding the weights; see
+            :func:`select_state_dict`.
+        prefix (str, optional): Take only keys under this prefix.
+        trusted (bool): Unpickle Python objects in the file (the authors'
+            ImageNet files hold a yacs config): only for a file you trust.
+            Defaults to False. ``tools/convert_checkpoint.py`` turns such a
+            file into one that loads safely.
+        map_location: Passed to ``torch.load``. Defaults to ``'cpu'``.
+    """
+    hint = (f"If you trust this file, set trusted=True in the backbone's "
+            f"init_cfg, or convert it once into a plain weights file: "
+            f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
+    loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
+    state_dict, report = checkpoint_filter_fn(loaded, model, key, prefix)
+    model.load_state_dict(state_dict, strict=False)
+    source = f"entry '{report.source_key}' of " if report.source_key else ''
+    print_log(f'ViT3: loaded {len(state_dict)} entries from {source}{checkpoint}'
+              + (f'\n{report.summary()}' if report.summary() else ''),
+              logger='current')
+    return report

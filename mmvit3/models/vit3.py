@@ -1,0 +1,494 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""H-ViT³, the hierarchical ViT³ backbone for dense prediction (spec §2–§4).
+
+Built bottom-up: conv stem -> block (CPE, TTT mixer, conv MLP) -> stage
+(blocks + patch merging) -> backbone. Tokens travel as ``(B, N, C)`` with an
+explicit ``hw_shape = (h, w)``. State-dict names follow the authors' released
+files, so their checkpoints load without renaming.
+
+This module needs torch, mmengine and mmcv only; it never imports mmdet or
+mmseg (``mmvit3.registration`` puts it into their registries).
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .ttt import HEAD_DIM, TTTMixer
+
+HWShape = Tuple[int, int]
+
+
+def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map."""
+    b, n, c = x.shape
+    h, w = hw_shape
+    if n != h * w:
+        raise ValueError(f'{n} tokens do not fill a {h}x{w} grid')
+    return x.transpose(1, 2).reshape(b, c, h, w)
+
+
+def grid_to_tokens(x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
+    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``."""
+    return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of ``multiple``."""
+    pad_h = -x.shape[2] % multiple
+    pad_w = -x.shape[3] % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d -> norm (if ``norm_cfg``) -> ReLU (if ``act``), named
+    ``conv`` / ``norm`` as in the released checkpoints.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int): Kernel size.
+        stride (int): Stride. Defaults to 1.
+        padding (int): Zero padding. Defaults to 0.
+        groups (int): Convolution groups. Defaults to 1.
+        bias (bool): Whether the convolution has a bias. Defaults to False.
+        norm_cfg (dict, optional): Norm layer config, None for no norm.
+            Defaults to ``dict(type='BN')``.
+        act (bool): Whether a ReLU follows. Defaults to True.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int,
+                 stride: int = 1,
+                 padding: int = 0,
+                 groups: int = 1,
+                 bias: bool = False,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding, groups=groups, bias=bias)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else None
+        self.act = nn.ReLU(inplace=True) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.act is not None:
+            x = self.act(x)
+        return x
+
+
+class ConvStem(BaseModule):
+    """Stride-4 convolutional stem (spec §3); pads the image right/bottom to a
+    multiple of 4 first.
+
+    Args:
+        in_channels (int): Image channels. Defaults to 3.
+        embed_dims (int): Output channels ``C0``. Defaults to 64.
+        norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int = 3,
+                 embed_dims: int = 64,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        half = embed_dims // 2
+        self.conv = nn.Sequential(
+            ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg),
+            ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
+        """``(B, 3, H, W)`` image -> ``(B, N, C0)`` tokens and ``(ceil(H/4), ceil(W/4))``."""
+        x = self.conv(pad_to_multiple(x, 4))  # (B, C0, H/4, W/4)
+        return grid_to_tokens(x)
+
+
+class PatchMerging(BaseModule):
+    """Stride-2 down-sampling between stages (spec §3): 1x1 expand, 3x3
+    depth-wise stride 2, 1x1 project with BN; pads to even h, w first.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        expand_ratio (int): Hidden width over ``out_channels``. Defaults to 4.
+        norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 expand_ratio: int = 4,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        hidden = expand_ratio * out_channels
+        self.conv = nn.Sequential(
+            ConvBNAct(in_channels, hidden, 1, bias=True, norm_cfg=None),
+            ConvBNAct(hidden, hidden, 3, 2, 1, groups=hidden, bias=True,
+                      norm_cfg=None),
+            ConvBNAct(hidden, out_channels, 1, bias=True, norm_cfg=norm_cfg,
+                      act=False))
+
+    def forward(self, x: torch.Tensor,
+                hw_shape: HWShape) -> Tuple[torch.Tensor, HWShape]:
+        """``(B, N, Cin)`` on ``(h, w)`` -> ``(B, N', Cout)`` on ``(ceil(h/2), ceil(w/2))``."""
+        x = pad_to_multiple(tokens_to_grid(x, hw_shape), 2)  # (B, Cin, h', w'), even
+        return grid_to_tokens(self.conv(x))
+
+
+class ConvFFN(BaseModule):
+    """The block's MLP: fc1 -> GELU -> dropout -> ``u + dwc(u)`` -> GELU ->
+    fc2 -> dropout (spec §2).
+
+    Args:
+        embed_dims (int): Input and output channels.
+        hidden_dims (int): Hidden channels.
+        drop_rate (float): Dropout rate. Defaults to 0.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 hidden_dims: int,
+                 drop_rate: float = 0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.dwc = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1,
+                             groups=hidden_dims)
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop_rate)
+
+    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
+        x = x + grid_to_tokens(self.dwc(tokens_to_grid(x, hw_shape)))[0]
+        return self.drop(self.fc2(self.act(x)))  # (B, N, C)
+
+
+class ViT3Block(BaseModule):
+    """One ViT³ block (spec §2)::
+
+        x = x + cpe(x)
+        x = x + drop_path(attn(norm1(x)))
+        x = x + drop_path(mlp(norm2(x)))
+
+    Args:
+        embed_dims (int): Channels.
+        mlp_ratio (float): MLP hidden width over ``embed_dims``. Defaults to 4.
+        drop_rate (float): Dropout rate in the MLP. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        with_cp (bool): Recompute the block in backward (gradient
+            checkpointing) to save memory. Defaults to False.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1,
+                             groups=embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.attn = TTTMixer(embed_dims)
+        self.drop_path = (DropPath(drop_path_rate)
+                          if drop_path_rate > 0. else nn.Identity())
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+
+    def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+
+    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        """``(B, N, C)`` -> ``(B, N, C)``."""
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+class ViT3Stage(BaseModule):
+    """``depth`` blocks at one width, then patch merging (if
+    ``out_channels``).
+
+    Args:
+        embed_dims (int): Channels of the blocks.
+        depth (int): Number of blocks.
+        out_channels (int, optional): Channels after patch merging; None for
+            the last stage (no merging). Defaults to None.
+        mlp_ratio (float): MLP ratio. Defaults to 4.
+        drop_rate (float): Dropout rate. Defaults to 0.
+        drop_path_rates (Sequence[float]): One stochastic depth rate per
+            block. Defaults to all zero.
+        with_cp (bool): Gradient checkpointing per block. Defaults to False.
+        norm_cfg (dict): Norm of the patch merging. Defaults to BN.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 depth: int,
+                 out_channels: Optional[int] = None,
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rates: Optional[Sequence[float]] = None,
+                 with_cp: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        drop_path_rates = drop_path_rates or [0.] * depth
+        if len(drop_path_rates) != depth:
+            raise ValueError(f'{len(drop_path_rates)} drop-path rates for '
+                             f'{depth} blocks')
+        self.blocks = ModuleList([
+            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp)
+            for rate in drop_path_rates
+        ])
+        self.downsample = (PatchMerging(embed_dims, out_channels,
+                                        norm_cfg=norm_cfg)
+                           if out_channels else None)
+
+    def forward(self, x: torch.Tensor, hw_shape: HWShape):
+        """Returns ``(x_next, hw_next, x_out, hw_out)``: the merged tokens for
+        the next stage and this stage's own output before merging."""
+        for block in self.blocks:
+            x = block(x, hw_shape)
+        if self.downsample is None:
+            return x, hw_shape, x, hw_shape
+        x_down, hw_down = self.downsample(x, hw_shape)
+        return x_down, hw_down, x, hw_shape
+
+
+class ViT3(BaseModule):
+    """H-ViT³ backbone: hierarchical Vision Test-Time Training.
+
+    A ViT³ backbone from "ViT³: Unlocking Test-Time Training in Vision"
+    (Han et al., CVPR 2026), for MMDetection and MMSegmentation. Four stages
+    of ViT³ blocks give features at strides 4, 8, 16 and 32 (rounded up) for
+    any input size; the cost is linear in the number of pixels.
+
+    Args:
+        arch (str | dict): ``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'base'``/``'b'``, or a dict with ``embed_dims`` and ``depths``
+            (one entry per stage). Defaults to ``'tiny'``.
+        in_channels (int): Image channels. Defaults to 3.
+        mlp_ratio (float): MLP hidden width over block width. Defaults to 4.
+        out_indices (Sequence[int]): Stages whose outputs are returned, each
+            through its LayerNorm ``norm{i}``. Defaults to ``(0, 1, 2, 3)``.
+        drop_rate (float): Dropout rate after the stem and in the MLPs.
+            Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate of the last block; it
+            rises linearly from 0 over all blocks. Defaults to 0.1.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``i >= 1``
+            the stem and stages ``0..i-1`` (with their output norms); frozen
+            parts stay in eval mode through ``train()``. Defaults to -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode while training.
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing per block (only when gradients
+            are needed). Defaults to False.
+        norm_cfg (dict): Norm of the stem and patch merging. Defaults to
+            ``dict(type='BN')``; ``dict(type='SyncBN')`` for multi-GPU.
+        init_cfg (dict, optional): mmengine initialisation config. For the
+            authors' checkpoints use ``dict(type='Pretrained',
+            checkpoint=PATH)``, with optional ``key`` (``'model'``, the
+            default choice, ``'state_dict_ema'``, ...) and ``trusted=True`` to
+            load a file you trust that holds pickled Python objects.
+            Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> from mmvit3 import ViT3
+        >>> model = ViT3(arch='tiny').eval()
+        >>> outs = model(torch.rand(1, 3, 237, 341))
+        >>> [tuple(o.shape) for o in outs]
+        [(1, 64, 60, 86), (1, 128, 30, 43), (1, 320, 15, 22), (1, 512, 8, 11)]
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [64, 128, 320, 512],
+            'depths': [1, 3, 9, 4]
+        }),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [64, 128, 320, 512],
+            'depths': [2, 6, 18, 8]
+        }),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': [96, 192, 448, 640],
+            'depths': [2, 6, 18, 8]
+        }),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 mlp_ratio: float = 4.,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims: List[int] = list(self.arch_settings['embed_dims'])
+        self.depths: List[int] = list(self.arch_settings['depths'])
+        self.num_stages = len(self.depths)
+
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        out_indices = [i + self.num_stages if i < 0 else i for i in out_indices]
+        for i in out_indices:
+            if not 0 <= i < self.num_stages:
+                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
+                                 f'for {self.num_stages} stages')
+        self.out_indices = tuple(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg)
+        self.drop_after_stem = nn.Dropout(drop_rate)
+
+        # stochastic depth rises linearly over all blocks
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.layers = ModuleList()
+        for i, depth in enumerate(self.depths):
+            first = sum(self.depths[:i])
+            self.layers.append(
+                ViT3Stage(
+                    self.embed_dims[i],
+                    depth,
+                    out_channels=(self.embed_dims[i + 1]
+                                  if i + 1 < self.num_stages else None),
+                    mlp_ratio=mlp_ratio,
+                    drop_rate=drop_rate,
+                    drop_path_rates=rates[first:first + depth],
+                    with_cp=with_cp,
+                    norm_cfg=norm_cfg))
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
+
+        self.apply(self._init_linear_and_norm)
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(
+                    f'Unknown ViT3 arch {arch!r}; choose one of '
+                    f'{sorted(set(cls.arch_zoo))} or pass a dict with '
+                    f"'embed_dims' and 'depths'")
+            return copy.deepcopy(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = {'embed_dims', 'depths'} - set(arch)
+        if missing:
+            raise ValueError(f'Custom ViT3 arch lacks {sorted(missing)}; it needs '
+                             f"'embed_dims' and 'depths', got {arch}")
+        dims, depths = list(arch['embed_dims']), list(arch['depths'])
+        if not dims or len(dims) != len(depths):
+            raise ValueError(f"'embed_dims' {dims} and 'depths' {depths} must be "
+                             f'non-empty and of equal length (one per stage)')
+        bad = [c for c in dims if c <= 0 or c % HEAD_DIM]
+        if bad:
+            raise ValueError(f"'embed_dims' must be positive multiples of "
+                             f'{HEAD_DIM} (the head width), got {dims}')
+        if any(n < 1 for n in depths):
+            raise ValueError(f"'depths' must be at least 1 each, got {depths}")
+        return {'embed_dims': dims, 'depths': depths}
+
+    @staticmethod
+    def _init_linear_and_norm(m: nn.Module) -> None:
+        # Spec §4; convolutions, BN and the inner weights keep their own init.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.weight, 1.0)
+            nn.init.constant_(m.bias, 0)
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` through
+        :func:`mmvit3.models.checkpoint.load_pretrained`; any other init_cfg
+        goes to mmengine."""
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from .checkpoint import load_pretrained
+            load_pretrained(self, **{k: v for k, v in self.init_cfg.items()
+                                     if k != 'type'})
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _freeze_stages(self) -> None:
+        frozen: List[nn.Module] = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(self.frozen_stages):
+            frozen.append(self.layers[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        """Set train mode, keeping frozen stages (and BN, with ``norm_eval``)
+        in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, in_channels, H, W)`` -> one ``(B, C_i, h_i, w_i)`` map per
+        ``out_indices`` entry, ``h_i = ceil(H / 2^(i+2))``."""
+        x, hw_shape = self.patch_embed(x)  # (B, N, C0)
+        x = self.drop_after_stem(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            x, hw_shape, out, out_hw = stage(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)  # (B, N_i, C_i)
+                outs.append(tokens_to_grid(out, out_hw).contiguous())  # (B, C_i, h_i, w_i)
+        return tuple(outs)
