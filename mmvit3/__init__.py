@@ -7,13 +7,15 @@ registers ``ViT3`` in the model registries of the installed libraries.
 """
 from .models import ViT3, checkpoint_filter_fn, load_pretrained
 from .registration import register_models
-from .safe_load import UnsafeCheckpointError, load_checkpoint_file
+from .safe_load import (UnsafeCheckpointError, load_checkpoint_file,
+                        register_checkpoint_loader, trust_checkpoints)
 from .version import __version__
 
 REGISTERED_SCOPES = register_models()
+register_checkpoint_loader()
 
 __all__ = [
     'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
-    'UnsafeCheckpointError', 'register_models', 'REGISTERED_SCOPES',
+    'UnsafeCheckpointError', 'trust_checkpoints', 'register_models', 'REGISTERED_SCOPES',
     '__version__'
 ]

@@ -4,18 +4,70 @@
 ``torch.load(weights_only=True)`` unpickles tensors, containers and a short
 list of plain types only: a file that pickles any other Python object (a
 config object, say, or something crafted to run a command) is refused before
-any of its code runs. Opting in for a file you trust (``trusted=True``) is
-explicit, per call, and logged.
+any of its code runs. On top of that list, exactly the types that mmengine
+and numpy put in mmengine's own training checkpoints are allowed
+(:func:`mmengine_safe_globals`), so training checkpoints load for testing,
+``load_from`` and ``resume`` with safety on. Opting in for a file you trust
+(``trusted=True``, or :func:`trust_checkpoints` from the tools' flag) is
+explicit and logged.
+
+``import mmvit3`` makes mmengine's ``CheckpointLoader`` read local files
+through :func:`load_checkpoint_file` (:func:`register_checkpoint_loader`).
 """
+import inspect
 import logging
 import os
 import pickle
 import re
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.fileio import get_local_path
-from mmengine.logging import print_log
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import CheckpointLoader
+
+#: Set by :func:`trust_checkpoints` (the tools' ``--trust-checkpoint`` flag
+#: or a config's ``trust_checkpoint = True``): every file loaded afterwards in
+#: this process is unpickled in full.
+_TRUST_ALL = False
+
+
+def trust_checkpoints(enabled: bool = True) -> None:
+    """Opt this process in to fully unpickling the checkpoints it loads
+    (only for files you trust: unpickling can run code from the file)."""
+    global _TRUST_ALL
+    _TRUST_ALL = bool(enabled)
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as mmengine checkpoints use it: a ``HistoryBuffer`` pickles
+    its statistics methods as ``getattr(HistoryBuffer, 'mean')``; nothing else
+    is reachable."""
+    allowed = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed in a safe load')
+
+
+def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """The types mmengine and numpy put in mmengine's training checkpoints:
+    the message hub's ``HistoryBuffer`` (with its statistics methods) and
+    numpy arrays, scalars and dtypes, under their numpy 1.x and 2.x names."""
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    found: List[Union[Callable, Tuple[Callable, str]]] = [
+        HistoryBuffer, np.ndarray, np.dtype,
+        (_history_buffer_getattr, 'builtins.getattr')
+    ]
+    for name in ('_reconstruct', 'scalar'):
+        func = getattr(multiarray, name)
+        found += [(func, f'numpy.core.multiarray.{name}'),
+                  (func, f'numpy._core.multiarray.{name}')]
+    if hasattr(np, 'dtypes'):  # numpy >= 1.25 pickles dtype classes
+        found += [c for _, c in inspect.getmembers(np.dtypes, inspect.isclass)
+                  if issubclass(c, np.dtype)]
+    return found
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -50,10 +102,12 @@ def load_checkpoint_file(filename: str,
         FileNotFoundError: No such file.
         UnsafeCheckpointError: The file pickles objects and ``trusted`` is off.
     """
+    if '://' not in filename:
+        filename = os.path.expanduser(filename)
     if '://' not in filename and not os.path.isfile(filename):
         raise FileNotFoundError(f'Checkpoint file not found: {filename!r}')
     with get_local_path(filename) as local_path:
-        if trusted:
+        if trusted or _TRUST_ALL:
             print_log(
                 f'Loading {filename} with full unpickling (trusted): only do '
                 f'this for files you trust.', logger='current',
@@ -68,10 +122,20 @@ def load_checkpoint_file(filename: str,
                     f'ImageNet checkpoints: pip install yacs) to unpickle this '
                     f'trusted file.') from err
         try:
+            if hasattr(torch.serialization, 'safe_globals'):  # torch >= 2.5
+                with torch.serialization.safe_globals(mmengine_safe_globals()):
+                    return torch.load(local_path, map_location=map_location,
+                                      weights_only=True)
             return torch.load(local_path, map_location=map_location,
                               weights_only=True)
         except pickle.UnpicklingError as err:
-            found = unsafe_globals(local_path, err)
+            allowed = {g[1] if isinstance(g, tuple) else
+                       f'{g.__module__}.{g.__qualname__}'
+                       for g in mmengine_safe_globals()}
+            found = [g for g in unsafe_globals(local_path, err) if g not in allowed]
+            if not hasattr(torch.serialization, 'safe_globals'):
+                found.append('(torch < 2.5 cannot allow even mmengine\'s own '
+                             'types: upgrade torch to load training checkpoints safely)')
             hint = opt_in_hint or ('If you trust this file, load it with '
                                    'trusted=True.')
             raise UnsafeCheckpointError(
@@ -79,3 +143,21 @@ def load_checkpoint_file(filename: str,
                 f'({", ".join(found) or "unknown types"}), and unpickling '
                 f'them could run code from the file. Nothing from it was run. '
                 f'{hint}') from None
+
+
+_DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to '
+                 'tools/train.py or tools/test.py (or set trust_checkpoint = '
+                 'True in the config).')
+
+
+def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
+    return load_checkpoint_file(filename, map_location,
+                                opt_in_hint=_DEFAULT_HINT)
+
+
+def register_checkpoint_loader() -> None:
+    """Make mmengine's ``CheckpointLoader`` (``load_from``, ``resume``,
+    ``Pretrained`` init, ``tools/test.py``) read local files through
+    :func:`load_checkpoint_file`: safe on any torch version, and able to read
+    mmengine's own training checkpoints on torch >= 2.6."""
+    CheckpointLoader.register_scheme(prefixes="", force=True)(load_from_safe_local)
