@@ -1,0 +1,210 @@
+"""Loading the authors' released files (spec §5): the classification layout
+with its pickled config object, safe refusal, opt-in, conversion, and the
+released detection layout."""
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+
+from mmvit3 import UnsafeCheckpointError, ViT3
+from mmvit3.models.checkpoint import (CheckpointMismatchError,
+                                      checkpoint_filter_fn, load_pretrained)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))
+from convert_checkpoint import convert  # noqa: E402
+
+
+class FakeCfgNode(dict):
+    """Stands for the yacs CfgNode the authors pickle in their files."""
+
+
+class Explosive:
+    """Unpickling this runs a command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def classification_layout(arch='tiny', seed=0):
+    """A file in the layout of the authors' ImageNet checkpoints."""
+    torch.manual_seed(seed)
+    model = ViT3(arch=arch)
+    for p in model.parameters():  # weights unlike a fresh init
+        p.data.normal_(0, 0.05)
+    sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('norm')}
+    for i, stage in enumerate(model.layers):
+        side = 56 >> i
+        for j, _ in enumerate(stage.blocks):
+            sd[f'layers.{i}.blocks.{j}.attn.rope.rotations'] = torch.randn(
+                side, side, model.embed_dims[i] // 2, 2)
+    sd['norm.weight'] = torch.rand(model.embed_dims[-1])
+    sd['norm.bias'] = torch.rand(model.embed_dims[-1])
+    sd['norm.running_mean'] = torch.rand(model.embed_dims[-1])
+    sd['norm.running_var'] = torch.rand(model.embed_dims[-1])
+    sd['norm.num_batches_tracked'] = torch.tensor(7)
+    sd['head.weight'] = torch.randn(1000, model.embed_dims[-1])
+    sd['head.bias'] = torch.randn(1000)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    return {
+        'model': sd,
+        'state_dict_ema': ema,
+        'optimizer': {'state': {}, 'param_groups': []},
+        'lr_scheduler': {'last_epoch': 300},
+        'epoch': 299,
+        'max_accuracy': 84.0,
+        'config': FakeCfgNode(MODEL=FakeCfgNode(TYPE='h_vittt_tiny')),
+    }
+
+
+@pytest.fixture
+def official_file(tmp_path):
+    ckpt = classification_layout()
+    path = tmp_path / 'h_vittt_tiny.pth'
+    torch.save(ckpt, path)
+    return path, ckpt
+
+
+@pytest.fixture
+def log_lines():
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = MMLogger.get_current_instance()
+    handler = Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+def assert_loaded(model, weights):
+    sd = model.state_dict()
+    for k, v in weights.items():
+        if k in sd:
+            torch.testing.assert_close(sd[k], v, msg=k)
+
+
+def test_default_load_refuses_pickled_objects(official_file):
+    path, _ = official_file
+    model = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(UnsafeCheckpointError) as err:
+        model.init_weights()
+    msg = str(err.value)
+    assert str(path) in msg and 'FakeCfgNode' in msg
+    assert 'trusted=True' in msg and 'convert_checkpoint.py' in msg
+
+
+def test_trusted_load_picks_model_and_reports(official_file, log_lines):
+    path, ckpt = official_file
+    model = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path), trusted=True))
+    fresh_norm = model.norm2.weight.detach().clone()
+    model.init_weights()
+    assert_loaded(model, ckpt['model'])
+    torch.testing.assert_close(model.norm2.weight, fresh_norm)  # left untouched
+    text = '\n'.join(log_lines)
+    for name in ['head.weight', 'norm.running_var', 'layers.2.blocks.8.attn.rope.rotations',
+                 'norm0.weight', 'norm3.bias', "entry 'model'"]:
+        assert name in text
+
+
+def test_key_picks_ema_weights(official_file):
+    path, ckpt = official_file
+    model = ViT3()
+    report = load_pretrained(model, str(path), key='state_dict_ema', trusted=True)
+    assert report.source_key == 'state_dict_ema'
+    assert_loaded(model, ckpt['state_dict_ema'])
+    with pytest.raises(KeyError, match="no entry 'ema'.*'state_dict_ema'"):
+        load_pretrained(model, str(path), key='ema', trusted=True)
+
+
+def test_filter_report_names_what_it_dropped(official_file):
+    _, ckpt = official_file
+    weights, report = checkpoint_filter_fn(ckpt, ViT3())
+    dropped = {name for names in report.dropped.values() for name in names}
+    assert {'head.weight', 'head.bias', 'norm.weight', 'norm.num_batches_tracked'} <= dropped
+    assert sum('rope.rotations' in n for n in dropped) == 17
+    assert not any('rope' in k or k.startswith(('head.', 'norm.')) for k in weights)
+    assert sorted(report.untouched) == sorted(
+        f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias'))
+    assert 'head.weight' in ckpt['model']  # the input is not changed
+
+
+def test_convert_then_load_safely(official_file, tmp_path):
+    path, ckpt = official_file
+    out = tmp_path / 'converted' / 'h_vit3_tiny.pth'
+    with pytest.raises(UnsafeCheckpointError, match='--trusted'):
+        convert(str(path), str(out))
+    assert not out.exists()
+    text = convert(str(path), str(out), trusted=True)
+    assert 'ViT3 tiny' in text and 'head.weight' in text
+    plain = torch.load(out, weights_only=True)  # tensors only
+    assert plain['meta']['arch'] == 'tiny'
+
+    converted = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(out)))
+    converted.init_weights()
+    trusted = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path), trusted=True))
+    trusted.init_weights()
+    x = torch.randn(1, 3, 61, 45)
+    with torch.no_grad():
+        for a, b in zip(converted.eval()(x), trusted.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        convert(str(path), str(out), trusted=True)
+
+
+def test_hostile_file_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'hostile.pth'
+    torch.save({'model': ViT3().state_dict(), 'payload': Explosive(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match='system'):
+        ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'),
+                             str(path), str(tmp_path / 'out.pth')],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and '--trusted' in result.stderr
+    assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+@pytest.mark.parametrize('file_arch,model_arch,match', [
+    ('tiny', 'small', r'holds a ViT3 tiny, the model is a ViT3 small.*model entries the file lacks'),
+    ('base', 'tiny', r'holds a ViT3 base.*shape mismatches: .*file \(96'),
+])
+def test_checkpoint_for_another_arch_is_a_clear_error(file_arch, model_arch, match):
+    ckpt = classification_layout(file_arch)
+    with pytest.raises(CheckpointMismatchError, match=match):
+        checkpoint_filter_fn(ckpt, ViT3(arch=model_arch))
+
+
+def test_released_detection_layout(tmp_path):
+    """mmengine format: 'state_dict' with 'backbone.' + spec names, RoPE
+    buffers, neck and heads."""
+    source = ViT3(arch='tiny')
+    sd = {f'backbone.{k}': v for k, v in source.state_dict().items()}
+    sd['backbone.layers.0.blocks.0.attn.rope.rotations'] = torch.randn(56, 56, 32, 2)
+    sd['neck.lateral_convs.0.conv.weight'] = torch.randn(256, 64, 1, 1)
+    sd['rpn_head.rpn_conv.weight'] = torch.randn(256, 256, 3, 3)
+    path = tmp_path / 'mask_rcnn.pth'
+    torch.save({'state_dict': sd, 'meta': {'epoch': 12}}, path)
+    model = ViT3(arch='tiny', out_indices=(1, 2, 3))
+    report = load_pretrained(model, str(path))
+    assert report.source_key == 'state_dict' and not report.untouched
+    dropped = {n for names in report.dropped.values() for n in names}
+    assert {'neck.lateral_convs.0.conv.weight', 'norm0.weight',
+            'layers.0.blocks.0.attn.rope.rotations'} <= dropped
+    assert_loaded(model, source.state_dict())
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        load_pretrained(ViT3(), str(tmp_path / 'nope.pth'))

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Turn a released ViT³ checkpoint into a plain backbone weights file.
+
+The authors' ImageNet files pickle a yacs config object beside the weights,
+so safe loading (``torch.load(weights_only=True)``) refuses them. Convert a
+file you trust once; the output holds tensors only and loads safely from then
+on, e.g. as ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``:
+
+    python tools/convert_checkpoint.py h_vittt_tiny.pth pretrained/h_vit3_tiny.pth --trusted
+
+It picks the weights ('model' by default; --key state_dict_ema for the EMA
+weights), drops what dense prediction does not use (classifier head, its
+BatchNorm1d, RoPE tables), checks that the rest fits a ViT3 backbone (the
+arch is read from the file, or checked against --arch) and reports all of it.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import torch
+
+from mmvit3 import ViT3, load_checkpoint_file
+from mmvit3.models.checkpoint import (arch_name, checkpoint_filter_fn,
+                                      infer_arch, select_state_dict)
+from mmvit3.safe_load import UnsafeCheckpointError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='released checkpoint (.pth)')
+    parser.add_argument('dst', help='output file for the backbone weights')
+    parser.add_argument('--key', default=None,
+                        help="entry holding the weights (default: 'model', "
+                        "else 'state_dict'); e.g. state_dict_ema")
+    parser.add_argument('--arch', default=None,
+                        help='check the weights against this arch '
+                        '(tiny/small/base); default: read it from the file')
+    parser.add_argument('--trusted', action='store_true',
+                        help='unpickle Python objects in SRC (can run code '
+                        'from the file): only for a file you trust')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace DST if it exists')
+    return parser.parse_args(argv)
+
+
+def convert(src: str, dst: str, key=None, arch=None, trusted=False,
+            overwrite=False) -> str:
+    """Convert ``src`` into a weights-only backbone file at ``dst``; returns
+    the report text."""
+    if os.path.exists(dst) and not overwrite:
+        raise FileExistsError(f'{dst} exists; pass --overwrite to replace it')
+    hint = ('If you trust this file, run again with --trusted.')
+    checkpoint = load_checkpoint_file(src, 'cpu', trusted, opt_in_hint=hint)
+    if arch is None:
+        state_dict, _ = select_state_dict(checkpoint, key)
+        tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        if any(k.startswith('backbone.') for k in tensors):
+            tensors = {k[len('backbone.'):]: v for k, v in tensors.items()
+                       if k.startswith('backbone.')}
+        arch = infer_arch(tensors)
+        if arch is None:
+            raise ValueError(f'{src} holds no ViT3 backbone weights '
+                             f"(no 'layers.<i>.blocks.<j>' entries)")
+    model = ViT3(arch=arch)
+    weights, report = checkpoint_filter_fn(checkpoint, model, key)
+    meta = {'arch': arch_name(infer_arch(weights)), 'source': os.path.basename(src),
+            'source_key': report.source_key or ''}
+
+    # write next to dst, then rename: an interrupted run never leaves a
+    # truncated file behind nor clobbers anything
+    out_dir = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save({'state_dict': weights, 'meta': meta}, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    lines = [f'Wrote {len(weights)} backbone entries of a ViT3 {meta["arch"]} '
+             f'from {src} (entry {report.source_key!r}) to {dst}']
+    if report.summary():
+        lines.append(report.summary())
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        print(convert(args.src, args.dst, args.key, args.arch, args.trusted,
+                      args.overwrite))
+    except (UnsafeCheckpointError, FileExistsError, FileNotFoundError,
+            KeyError, ValueError, ModuleNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
