@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from mmvit3.models.ttt import (TTTMixer, apply_rope_2d, dwconv3x3_per_sample,
+from mmvit3.models.rope import apply_rope_2d, rope_2d_cos_sin
+from mmvit3.models.ttt import (TTTMixer, dwconv3x3_per_sample,
                                inner_train_dwconv, inner_train_swiglu,
-                               normalize_columns, rope_2d_cos_sin,
+                               normalize_columns,
                                swiglu_apply)
 
 S = 1 / 3

@@ -19,58 +19,15 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from .rope import apply_rope_2d, rope_2d_cos_sin
+from .ttt_fast import ttt_inner_fast
+
 #: Channels per head, and width of inner module 2 (spec: d = 32).
 HEAD_DIM = 32
 #: Scale ``s`` of both inner losses (the released weights were trained with 1/3).
 INNER_LOSS_SCALE = 1.0 / 3.0
 #: Learning rate of the single inner step.
 INNER_LR = 1.0
-
-
-# ---------------------------------------------------------------------------
-# 2D rotary position embedding
-# ---------------------------------------------------------------------------
-def rope_2d_cos_sin(hw_shape: Tuple[int, int], channels: int,
-                    device=None,
-                    base: float = 10000.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Cosines and sines of the 2D RoPE angles for an ``h x w`` grid.
-
-    With ``K = channels / 4`` frequencies ``theta_i = base^(-i/K)``, channel
-    pair ``j`` at grid position ``(y, x)`` turns by ``y * theta_j`` for
-    ``j < K`` and by ``x * theta_(j-K)`` for ``K <= j < 2K``.
-
-    Args:
-        hw_shape (tuple[int, int]): The grid ``(h, w)``.
-        channels (int): Channels rotated; a multiple of 4.
-        device (torch.device, optional): Where to build the tables.
-        base (float): The RoPE base. Defaults to 10000.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``cos`` and ``sin``, each ``(h * w, channels / 2)``
-        in float32.
-    """
-    if channels % 4:
-        raise ValueError(f'2D RoPE needs channels divisible by 4, got {channels}')
-    h, w = hw_shape
-    k_max = channels // 4
-    theta = 1.0 / (base**(
-        torch.arange(k_max, device=device, dtype=torch.float32) / k_max))
-    ys = torch.arange(h, device=device, dtype=torch.float32)
-    xs = torch.arange(w, device=device, dtype=torch.float32)
-    angle_y = (ys[:, None] * theta).unsqueeze(1).expand(h, w, k_max)  # (h, w, K)
-    angle_x = (xs[:, None] * theta).unsqueeze(0).expand(h, w, k_max)  # (h, w, K)
-    angles = torch.cat([angle_y, angle_x], dim=-1).reshape(h * w, 2 * k_max)  # (N, C/2)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope_2d(x: torch.Tensor, cos: torch.Tensor,
-                  sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs ``(2j, 2j+1)`` of ``x`` (B, N, C) by the angles."""
-    pairs = x.unflatten(-1, (-1, 2))  # (B, N, C/2, 2)
-    u, v = pairs.unbind(-1)  # (B, N, C/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    rotated = torch.stack([u * cos - v * sin, v * cos + u * sin], dim=-1)  # (B, N, C/2, 2)
-    return rotated.flatten(-2)  # (B, N, C)
 
 
 # ---------------------------------------------------------------------------
@@ -184,6 +141,10 @@ class TTTMixer(BaseModule):
         inner_loss_scale (float): Scale ``s`` of both inner losses.
             Defaults to 1/3, the value the released weights were trained with.
         inner_lr (float): Inner learning rate. Defaults to 1.
+        fast_path (bool): Use :func:`mmvit3.models.ttt_fast.ttt_inner_fast`
+            (same result, less memory and time, inner step in float32);
+            False runs the plain, spec-literal code under autograd.
+            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -193,6 +154,7 @@ class TTTMixer(BaseModule):
                  head_dim: int = HEAD_DIM,
                  inner_loss_scale: float = INNER_LOSS_SCALE,
                  inner_lr: float = INNER_LR,
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims % head_dim:
@@ -203,6 +165,7 @@ class TTTMixer(BaseModule):
         self.num_heads = embed_dims // head_dim
         self.inner_loss_scale = inner_loss_scale
         self.inner_lr = inner_lr
+        self.fast_path = fast_path
 
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims + 3 * head_dim)
         self.w1 = nn.Parameter(torch.empty(1, self.num_heads, head_dim, head_dim))
@@ -214,6 +177,15 @@ class TTTMixer(BaseModule):
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """``x``: ``(B, N, C)`` tokens of an ``hw_shape`` grid -> ``(B, N, C)``."""
+        if self.fast_path:
+            inner = ttt_inner_fast(self.qkv(x), self.w1, self.w2, self.w3, hw_shape,
+                                   self.num_heads, self.inner_loss_scale,
+                                   self.inner_lr)  # (B, N, C + d)
+            return self.proj(inner)
+        return self.forward_plain(x, hw_shape)
+
+    def forward_plain(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        """The spec-literal mixer under plain autograd (the test oracle)."""
         b, n, c = x.shape
         h, w = hw_shape
         d, heads = self.head_dim, self.num_heads
@@ -244,4 +216,4 @@ class TTTMixer(BaseModule):
         return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '
                 f'head_dim={self.head_dim}, '
                 f'inner_loss_scale={self.inner_loss_scale:.4g}, '
-                f'inner_lr={self.inner_lr}')
+                f'inner_lr={self.inner_lr}, fast_path={self.fast_path}')

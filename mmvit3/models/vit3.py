@@ -23,22 +23,31 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .ttt import HEAD_DIM, TTTMixer
+from .ttt_fast import GeluDwcGeluFunction
 
 HWShape = Tuple[int, int]
 
 
-def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map."""
+def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape,
+                   channels_last: bool = False) -> torch.Tensor:
+    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map: a contiguous
+    copy, or with ``channels_last`` a channels-last view (no copy)."""
     b, n, c = x.shape
     h, w = hw_shape
     if n != h * w:
         raise ValueError(f'{n} tokens do not fill a {h}x{w} grid')
+    if channels_last:
+        return x.reshape(b, h, w, c).permute(0, 3, 1, 2)
     return x.transpose(1, 2).reshape(b, c, h, w)
 
 
 def grid_to_tokens(x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
-    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``."""
-    return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``,
+    a view (contiguous for a channels-last map)."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c), (h, w)
+    return x.flatten(2).transpose(1, 2), (h, w)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -48,6 +57,27 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
+
+
+class _GradLikeInput(torch.autograd.Function):
+    """Identity whose backward hands on the gradient in the memory format of
+    the forward tensor.
+
+    Works around a CPU BatchNorm backward bug (seen in torch 2.13): with a
+    contiguous input and a batch-1 gradient laid out channels-last with an
+    unusual batch stride, the input gradient comes out wrong.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
+                             and x.is_contiguous(memory_format=torch.channels_last))
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last
+                               if ctx.channels_last else torch.contiguous_format)
 
 
 class ConvBNAct(nn.Module):
@@ -89,6 +119,8 @@ class ConvBNAct(nn.Module):
             x = self.norm(x)
         if self.act is not None:
             x = self.act(x)
+        if self.norm is not None and x.requires_grad:
+            x = _GradLikeInput.apply(x)
         return x
 
 
@@ -100,6 +132,7 @@ class ConvStem(BaseModule):
         in_channels (int): Image channels. Defaults to 3.
         embed_dims (int): Output channels ``C0``. Defaults to 64.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
+        fast_path (bool): Run the convolutions channels-last. Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -107,8 +140,10 @@ class ConvStem(BaseModule):
                  in_channels: int = 3,
                  embed_dims: int = 64,
                  norm_cfg: dict = dict(type='BN'),
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.fast_path = fast_path
         half = embed_dims // 2
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
@@ -119,6 +154,8 @@ class ConvStem(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
         """``(B, 3, H, W)`` image -> ``(B, N, C0)`` tokens and ``(ceil(H/4), ceil(W/4))``."""
+        if self.fast_path:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.conv(pad_to_multiple(x, 4))  # (B, C0, H/4, W/4)
         return grid_to_tokens(x)
 
@@ -132,6 +169,7 @@ class PatchMerging(BaseModule):
         out_channels (int): Output channels.
         expand_ratio (int): Hidden width over ``out_channels``. Defaults to 4.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
+        fast_path (bool): Run the convolutions channels-last. Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -140,8 +178,10 @@ class PatchMerging(BaseModule):
                  out_channels: int,
                  expand_ratio: int = 4,
                  norm_cfg: dict = dict(type='BN'),
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.fast_path = fast_path
         hidden = expand_ratio * out_channels
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, hidden, 1, bias=True, norm_cfg=None),
@@ -153,7 +193,8 @@ class PatchMerging(BaseModule):
     def forward(self, x: torch.Tensor,
                 hw_shape: HWShape) -> Tuple[torch.Tensor, HWShape]:
         """``(B, N, Cin)`` on ``(h, w)`` -> ``(B, N', Cout)`` on ``(ceil(h/2), ceil(w/2))``."""
-        x = pad_to_multiple(tokens_to_grid(x, hw_shape), 2)  # (B, Cin, h', w'), even
+        x = tokens_to_grid(x, hw_shape, channels_last=self.fast_path)
+        x = pad_to_multiple(x, 2)  # (B, Cin, h', w'), h' and w' even
         return grid_to_tokens(self.conv(x))
 
 
@@ -165,6 +206,9 @@ class ConvFFN(BaseModule):
         embed_dims (int): Input and output channels.
         hidden_dims (int): Hidden channels.
         drop_rate (float): Dropout rate. Defaults to 0.
+        fast_path (bool): Run the middle as :class:`GeluDwcGeluFunction`
+            (keeps one hidden tensor for backward instead of four).
+            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -172,8 +216,11 @@ class ConvFFN(BaseModule):
                  embed_dims: int,
                  hidden_dims: int,
                  drop_rate: float = 0.,
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        self.fast_path = fast_path
+        self.drop_rate = drop_rate
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
         self.dwc = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1,
@@ -182,9 +229,15 @@ class ConvFFN(BaseModule):
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
-        x = x + grid_to_tokens(self.dwc(tokens_to_grid(x, hw_shape)))[0]
-        return self.drop(self.fc2(self.act(x)))  # (B, N, C)
+        x = self.fc1(x)  # (B, N, hidden)
+        if self.fast_path and not (self.training and self.drop_rate > 0):
+            x = GeluDwcGeluFunction.apply(x, self.dwc.weight, self.dwc.bias,
+                                          tuple(hw_shape))
+        else:
+            x = self.drop(self.act(x))
+            x = x + grid_to_tokens(self.dwc(tokens_to_grid(x, hw_shape)))[0]
+            x = self.act(x)
+        return self.drop(self.fc2(x))  # (B, N, C)
 
 
 class ViT3Block(BaseModule):
@@ -201,6 +254,8 @@ class ViT3Block(BaseModule):
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         with_cp (bool): Recompute the block in backward (gradient
             checkpointing) to save memory. Defaults to False.
+        fast_path (bool): Fast, memory-lean implementation (same results);
+            False runs the plain, spec-literal one. Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -210,25 +265,30 @@ class ViT3Block(BaseModule):
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
+        self.fast_path = fast_path
         self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1,
                              groups=embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = TTTMixer(embed_dims)
+        self.attn = TTTMixer(embed_dims, fast_path=fast_path)
         self.drop_path = (DropPath(drop_path_rate)
                           if drop_path_rate > 0. else nn.Identity())
         self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate,
+                           fast_path=fast_path)
 
     def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
+        grid = tokens_to_grid(x, hw_shape, channels_last=self.fast_path)
+        x = x + grid_to_tokens(self.cpe(grid))[0]
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
         """``(B, N, C)`` -> ``(B, N, C)``."""
+        hw_shape = (int(hw_shape[0]), int(hw_shape[1]))  # plain ints, also when traced
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
         return self._forward(x, hw_shape)
@@ -249,6 +309,8 @@ class ViT3Stage(BaseModule):
             block. Defaults to all zero.
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
         norm_cfg (dict): Norm of the patch merging. Defaults to BN.
+        fast_path (bool): Fast implementation (see :class:`ViT3Block`).
+            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -261,6 +323,7 @@ class ViT3Stage(BaseModule):
                  drop_path_rates: Optional[Sequence[float]] = None,
                  with_cp: bool = False,
                  norm_cfg: dict = dict(type='BN'),
+                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         drop_path_rates = drop_path_rates or [0.] * depth
@@ -268,11 +331,11 @@ class ViT3Stage(BaseModule):
             raise ValueError(f'{len(drop_path_rates)} drop-path rates for '
                              f'{depth} blocks')
         self.blocks = ModuleList([
-            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp)
+            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp, fast_path)
             for rate in drop_path_rates
         ])
         self.downsample = (PatchMerging(embed_dims, out_channels,
-                                        norm_cfg=norm_cfg)
+                                        norm_cfg=norm_cfg, fast_path=fast_path)
                            if out_channels else None)
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape):
@@ -315,6 +378,12 @@ class ViT3(BaseModule):
             are needed). Defaults to False.
         norm_cfg (dict): Norm of the stem and patch merging. Defaults to
             ``dict(type='BN')``; ``dict(type='SyncBN')`` for multi-GPU.
+        fast_path (bool): The fast, memory-lean implementation: custom
+            autograd functions that recompute cheap intermediates, the inner
+            step in float32 under autocast, channels-last convolutions. False
+            runs the plain, spec-literal code (the test oracle; same results
+            up to float rounding), e.g. for debugging. Switch later with
+            :meth:`set_fast_path`. Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config. For the
             authors' checkpoints use ``dict(type='Pretrained',
             checkpoint=PATH)``, with optional ``key`` (``'model'``, the
@@ -357,6 +426,7 @@ class ViT3(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  norm_cfg: dict = dict(type='BN'),
+                 fast_path: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -379,7 +449,8 @@ class ViT3(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
-        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg)
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg,
+                                    fast_path)
         self.drop_after_stem = nn.Dropout(drop_rate)
 
         # stochastic depth rises linearly over all blocks
@@ -397,13 +468,21 @@ class ViT3(BaseModule):
                     drop_rate=drop_rate,
                     drop_path_rates=rates[first:first + depth],
                     with_cp=with_cp,
-                    norm_cfg=norm_cfg))
+                    norm_cfg=norm_cfg,
+                    fast_path=fast_path))
 
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
 
         self.apply(self._init_linear_and_norm)
         self._freeze_stages()
+
+    def set_fast_path(self, enabled: bool = True) -> 'ViT3':
+        """Switch every part between the fast and the plain implementation."""
+        for m in self.modules():
+            if hasattr(m, 'fast_path'):
+                m.fast_path = enabled
+        return self
 
     @classmethod
     def _parse_arch(cls, arch: Union[str, dict]) -> dict:

@@ -1,0 +1,286 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Fast, memory-lean paths for the ViT³ block: custom autograd functions
+that keep only their inputs for backward and recompute the cheap
+intermediates there.
+
+* :class:`TTTInnerFunction`: from the ``qkv`` projection to the input of
+  ``proj`` (RoPE, both inner modules' closed-form steps and their
+  application). Plain autograd keeps about twenty ``(B, N, C)`` intermediates
+  per block; this keeps the ``qkv`` output and a few ``d x d`` matrices.
+* :class:`GeluDwcGeluFunction`: the middle of the block's MLP,
+  ``gelu(a + dwc(a))`` with ``a = gelu(fc1(x))``; keeps ``fc1(x)`` only.
+
+Both compute exactly what :mod:`mmvit3.models.ttt` and the plain block
+compute (the tests compare outputs and every gradient). Feature maps are
+channels-last views of the ``(B, N, C)`` tokens, so no layout copies are made
+around the convolutions.
+
+Shapes: ``B`` samples, ``N = h * w`` tokens, ``C`` channels, ``H`` heads of
+``d`` channels.
+"""
+from functools import lru_cache
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .rope import rope_2d_cos_sin
+
+HWShape = Tuple[int, int]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def _rope_rotations(h: int, w: int, channels: int, device: torch.device) -> torch.Tensor:
+    """``exp(i * angle)`` per token and channel pair, ``(N, C/2)`` complex64."""
+    cos, sin = rope_2d_cos_sin((h, w), channels, device=device)
+    return torch.complex(cos, sin)
+
+
+def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of ``x`` (B, N, C) by ``rot`` (N, C/2): 2D RoPE
+    as one complex multiplication; ``rot.conj()`` undoes it."""
+    b, n, c = x.shape
+    pairs = torch.view_as_complex(x.reshape(b, n, c // 2, 2))  # (B, N, C/2)
+    return torch.view_as_real(pairs * rot).reshape(b, n, c)  # (B, N, C)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, H*d) -> (B, H, N, d), a view."""
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def _silu_grad(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    """silu'(z) = sig * (1 + z * (1 - sig))."""
+    return (1 - sig).mul_(z).add_(1).mul_(sig)
+
+
+def _col_normalize(g: torch.Tensor, dim) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``g / (||g|| + 1)`` over ``dim``; also returns the norm."""
+    norm = torch.linalg.vector_norm(g, dim=dim, keepdim=True)
+    return g / (norm + 1), norm
+
+
+def _col_normalize_backward(g: torch.Tensor, norm: torch.Tensor,
+                            grad: torch.Tensor, dim) -> torch.Tensor:
+    """Gradient through ``g / (||g|| + 1)``; a zero column has gradient
+    ``grad / 1`` (the norm's subgradient 0 at 0, as autograd takes it)."""
+    inner = (grad * g).sum(dim=dim, keepdim=True)
+    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+    coef = torch.where(norm > 0, inner / ((norm + 1)**2 * safe), torch.zeros_like(norm))
+    return grad / (norm + 1) - g * coef
+
+
+def _grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+    """(B, N, c) tokens -> (B, c, h, w) channels-last feature map (a view if
+    ``x`` is contiguous)."""
+    b, n, c = x.shape
+    return x.reshape(b, hw_shape[0], hw_shape[1], c).permute(0, 3, 1, 2)
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, c, h, w) channels-last feature map -> (B, N, c) tokens (a view)."""
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def _dwconv_per_sample(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """3x3 depth-wise conv, zero padding 1, a kernel per sample:
+    x (B, c, h, w), weight (B, c, 3, 3) -> (B, c, h, w)."""
+    c = x.shape[1]
+    return torch.cat([F.conv2d(x[i:i + 1], weight[i].unsqueeze(1), padding=1, groups=c)
+                      for i in range(x.shape[0])])
+
+
+def _window_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out[n, c, i, j] = sum_(y,x) apad[n, c, y+i, x+j] * b[n, c, y, x]``
+    (zero padding 1): (B, c, h, w) x2 -> (B, c, 3, 3)."""
+    h, w = a.shape[-2:]
+    a_pad = F.pad(a, (1, 1, 1, 1))
+    out = torch.stack([torch.einsum('bchw,bchw->bc', a_pad[:, :, i:i + h, j:j + w], b)
+                       for i in range(3) for j in range(3)], dim=-1)  # (B, c, 9)
+    return out.unflatten(-1, (3, 3))
+
+
+# ---------------------------------------------------------------------------
+# The mixer's inner part
+# ---------------------------------------------------------------------------
+class TTTInnerFunction(torch.autograd.Function):
+    """``qkv`` (B, N, 3C + 3d) -> ``concat(out1, out2)`` (B, N, C + d): RoPE,
+    one closed-form step of each inner module and their application
+    (spec §1), in float32."""
+
+    @staticmethod
+    def forward(ctx, qkv, w1, w2, w3, hw_shape, num_heads, scale, lr):
+        b, n, total = qkv.shape
+        d = w3.shape[0]
+        c = (total - 3 * d) // 3
+        h, w = hw_shape
+        rot = _rope_rotations(h, w, c, qkv.device)
+        w12 = torch.cat([w1, w2], dim=-1)  # (1, H, d, 2d)
+
+        # Inner module 1
+        qh, kh, vh = TTTInnerFunction._swiglu_inputs(qkv, rot, c, num_heads)
+        coef = -scale / n
+        # --- Forward ---
+        z = kh @ w12  # (B, H, N, 2d)
+        z1, z2 = z[..., :d], z[..., d:]
+        sig = torch.sigmoid(z2)
+        # --- Backward ---
+        p1 = (z2 * sig).mul_(vh)  # dL/dz1 / coef: silu(z2) * v
+        p2 = _silu_grad(z2, sig).mul_(z1).mul_(vh)  # dL/dz2 / coef
+        k_t = kh.transpose(-2, -1)  # (B, H, d, N)
+        g = torch.cat([k_t @ p1, k_t @ p2], dim=-1).mul_(coef)  # (B, H, d, 2d)
+        del z, z1, z2, sig, p1, p2
+        # --- Step ---
+        g_hat, g_norm = _col_normalize(g, dim=-2)
+        w12_new = w12 - lr * g_hat  # (B, H, d, 2d)
+        y = qh @ w12_new  # (B, H, N, 2d)
+        out = qkv.new_empty(b, n, c + d)
+        _heads(out[..., :c], num_heads).copy_(y[..., :d] * F.silu(y[..., d:]))
+        del y
+
+        # Inner module 2
+        q2, k2, v2 = TTTInnerFunction._dwconv_inputs(qkv, hw_shape, c, d)
+        coef3 = -scale / (h * w)
+        g3 = _window_products(k2, v2).mul_(coef3)  # (B, d, 3, 3)
+        g3_hat, g3_norm = _col_normalize(g3, dim=(-2, -1))
+        w3_new = w3.reshape(1, d, 3, 3) - lr * g3_hat  # (B, d, 3, 3)
+        out[..., c:] = _tokens(_dwconv_per_sample(q2, w3_new))
+
+        ctx.save_for_backward(qkv, w12, w3, g, g_norm, w12_new, g3, g3_norm, w3_new)
+        ctx.meta = (hw_shape, num_heads, scale, lr, c, d)
+        return out
+
+    @staticmethod
+    def _swiglu_inputs(qkv, rot, c, heads):
+        q1, k1, v1 = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:3 * c]
+        qh = _heads(_rotate(q1, rot), heads)  # (B, H, N, d)
+        kh = _heads(_rotate(k1, rot), heads)
+        return qh, kh, _heads(v1, heads)
+
+    @staticmethod
+    def _dwconv_inputs(qkv, hw_shape, c, d):
+        # (B, N, d) slices -> (B, d, h, w) channels-last copies
+        return tuple(_grid(qkv[..., 3 * c + i * d:3 * c + (i + 1) * d].contiguous(), hw_shape)
+                     for i in range(3))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, w12, w3, g, g_norm, w12_new, g3, g3_norm, w3_new = ctx.saved_tensors
+        hw_shape, heads, scale, lr, c, d = ctx.meta
+        b, n, _ = qkv.shape
+        h, w = hw_shape
+        rot = _rope_rotations(h, w, c, qkv.device)
+        grad_out = grad_out.contiguous()
+        grad_qkv = torch.empty_like(qkv)
+
+        # ---- inner module 1 ----
+        qh, kh, vh = TTTInnerFunction._swiglu_inputs(qkv, rot, c, heads)
+        coef = -scale / n
+        d_out1 = _heads(grad_out[..., :c], heads)  # (B, H, N, d)
+        y = qh @ w12_new  # recomputed, (B, H, N, 2d)
+        y1, y2 = y[..., :d], y[..., d:]
+        sy = torch.sigmoid(y2)
+        dy = torch.cat([d_out1 * (y2 * sy), d_out1 * y1 * _silu_grad(y2, sy)], dim=-1)
+        del y, y1, y2, sy
+        dq = dy @ w12_new.transpose(-2, -1)  # (B, H, N, d)
+        d_w12_new = qh.transpose(-2, -1) @ dy  # (B, H, d, 2d)
+        del dy
+        d_w12 = d_w12_new.sum(0, keepdim=True)
+        dg = _col_normalize_backward(g, g_norm, d_w12_new.mul_(-lr), dim=-2)
+        dg1, dg2 = dg[..., :d], dg[..., d:]
+
+        z = kh @ w12  # recomputed, (B, H, N, 2d)
+        z1, z2 = z[..., :d], z[..., d:]
+        sig = torch.sigmoid(z2)
+        a = z2 * sig  # silu(z2)
+        sp = _silu_grad(z2, sig)  # silu'(z2)
+        # silu''(z2) = sig (1 - sig) (2 + z2 (1 - 2 sig))
+        spp = (1 - 2 * sig).mul_(z2).add_(2).mul_(sig * (1 - sig))
+        p1 = a * vh
+        p2 = sp * z1 * vh
+        dk = (p1 @ dg1.transpose(-2, -1) + p2 @ dg2.transpose(-2, -1)).mul_(coef)
+        del p1, p2
+        dp1 = (kh @ dg1).mul_(coef)  # (B, H, N, d)
+        dp2 = (kh @ dg2).mul_(coef)
+        dv = dp1 * a + dp2 * z1 * sp
+        dz = torch.cat([dp2 * vh * sp, (dp1 * sp).add_(dp2 * z1 * spp).mul_(vh)], dim=-1)
+        del z, z1, z2, sig, a, sp, spp, dp1, dp2
+        dk += dz @ w12.transpose(-2, -1)
+        d_w12 += (kh.transpose(-2, -1) @ dz).sum(0, keepdim=True)
+        del dz
+        merge = lambda t: t.transpose(1, 2).reshape(b, n, c)  # noqa: E731
+        grad_qkv[..., :c] = _rotate(merge(dq), rot.conj())
+        grad_qkv[..., c:2 * c] = _rotate(merge(dk), rot.conj())
+        grad_qkv[..., 2 * c:3 * c] = merge(dv)
+
+        # ---- inner module 2 ----
+        q2, k2, v2 = TTTInnerFunction._dwconv_inputs(qkv, hw_shape, c, d)
+        coef3 = -scale / (h * w)
+        d_out2 = _grid(grad_out[..., c:].contiguous(), hw_shape)  # (B, d, h, w)
+        flip = lambda t: t.flip(-2, -1)  # noqa: E731
+        d_q2 = _dwconv_per_sample(d_out2, flip(w3_new))
+        d_w3_new = _window_products(q2, d_out2)  # (B, d, 3, 3)
+        d_w3 = d_w3_new.sum(0).unsqueeze(1)  # (d, 1, 3, 3)
+        dg3 = _col_normalize_backward(g3, g3_norm, d_w3_new.mul_(-lr), dim=(-2, -1))
+        d_k2 = _dwconv_per_sample(v2, flip(dg3)).mul_(coef3)
+        d_v2 = _dwconv_per_sample(k2, dg3).mul_(coef3)
+        for i, t in enumerate((d_q2, d_k2, d_v2)):
+            grad_qkv[..., 3 * c + i * d:3 * c + (i + 1) * d] = _tokens(t)
+
+        return grad_qkv, d_w12[..., :d], d_w12[..., d:], d_w3, None, None, None, None
+
+
+def ttt_inner_fast(qkv: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
+                   w3: torch.Tensor, hw_shape: HWShape, num_heads: int,
+                   scale: float, lr: float) -> torch.Tensor:
+    """Run :class:`TTTInnerFunction` in float32 or float64, never lower (also
+    under autocast: the inner step would lose its update in half precision);
+    the result has ``qkv``'s dtype."""
+    dtype = qkv.dtype if qkv.dtype in (torch.float32, torch.float64) else torch.float32
+    with torch.autocast(qkv.device.type, enabled=False):
+        out = TTTInnerFunction.apply(qkv.to(dtype).contiguous(), w1.to(dtype), w2.to(dtype),
+                                     w3.to(dtype), tuple(hw_shape), num_heads, scale, lr)
+    return out.to(qkv.dtype)
+
+
+# ---------------------------------------------------------------------------
+# The MLP's middle
+# ---------------------------------------------------------------------------
+class GeluDwcGeluFunction(torch.autograd.Function):
+    """``h`` (B, N, Ch) -> ``gelu(a + dwc(a))`` with ``a = gelu(h)``; keeps
+    only ``h`` for backward and recomputes ``a`` and ``dwc(a)`` there."""
+
+    @staticmethod
+    def _middle(x, weight, bias, hw_shape):
+        a = F.gelu(x)
+        a_grid = _grid(a, hw_shape)  # (B, Ch, h, w) channels-last view
+        u = _tokens(F.conv2d(a_grid, weight, bias, padding=1,
+                             groups=weight.shape[0])).add_(a)  # (B, N, Ch)
+        return a_grid, u
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, hw_shape):
+        x = x.contiguous()
+        _, u = GeluDwcGeluFunction._middle(x, weight, bias, hw_shape)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.hw_shape = hw_shape
+        return F.gelu(u)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias = ctx.saved_tensors
+        hw_shape = ctx.hw_shape
+        a_grid, u = GeluDwcGeluFunction._middle(x, weight, bias, hw_shape)
+        du = torch.ops.aten.gelu_backward(grad.contiguous(), u)  # (B, N, Ch)
+        channels = weight.shape[0]
+        d_a, d_weight, d_bias = torch.ops.aten.convolution_backward(
+            _grid(du, hw_shape), a_grid, weight,
+            None if bias is None else [channels], [1, 1], [1, 1], [1, 1], False,
+            [0, 0], channels, [True, True, bias is not None])
+        d_x = torch.ops.aten.gelu_backward(du.add_(_tokens(d_a)), x)
+        return d_x, d_weight, d_bias, None

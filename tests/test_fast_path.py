@@ -1,0 +1,113 @@
+"""The fast path (custom autograd functions, channels-last convolutions)
+against the plain, spec-literal implementation: outputs and every gradient."""
+import pytest
+import torch
+
+from mmvit3 import ViT3
+from mmvit3.models.ttt_fast import GeluDwcGeluFunction, TTTInnerFunction
+
+RTOL = 1e-5
+#: float32 against the exact (float64) result: train-mode BatchNorm and
+#: LayerNorm amplify float32 rounding to about 1e-5 on some gradients.
+RTOL_F32 = 2e-5
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def run(model, x, seed=3):
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    outs = model(x)
+    gen = torch.Generator().manual_seed(seed)
+    sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
+        for o in outs).backward()
+    return outs, x.grad, {n: p.grad for n, p in model.named_parameters()}
+
+
+def bias_before_train_bn(model):
+    """Conv biases followed by a BatchNorm in training mode: their exact
+    gradient is zero, so any two computations differ only by rounding noise."""
+    return {f'{n}.conv.bias' for n, m in model.named_modules()
+            if hasattr(m, 'norm') and isinstance(m.norm, torch.nn.BatchNorm2d)
+            and m.norm.training and getattr(m.conv, 'bias', None) is not None}
+
+
+def assert_same(result, reference, rtol, skip=()):
+    outs, grad_x, grad_params = result
+    ref_outs, ref_x, ref_params = reference
+    errors = {f'out{i}': rel_err(a, b) for i, (a, b) in enumerate(zip(outs, ref_outs))}
+    errors['input'] = rel_err(grad_x, ref_x)
+    errors.update({n: rel_err(grad_params[n], g) for n, g in ref_params.items()
+                   if n not in skip})
+    bad = {k: v for k, v in errors.items() if not v < rtol}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize('batch,hw,with_cp,norm_eval', [
+    (1, (37, 53), False, False),
+    (2, (45, 29), True, False),
+    (2, (21, 67), False, True),
+    (1, (33, 33), True, True),
+])
+def test_fast_path_equals_plain(batch, hw, with_cp, norm_eval):
+    """Same maths (float64, to rounding) and float32 accuracy: the fast path
+    in float32 against the plain path computed exactly (float64). The plain
+    path is not run in float32 here: oneDNN's float32 convolution backward is
+    off by ~1% for some contiguous layouts (seen with torch 2.13 on CPU)."""
+    torch.manual_seed(0)
+    kwargs = dict(arch='tiny', drop_path_rate=0., with_cp=with_cp, norm_eval=norm_eval)
+    plain = ViT3(fast_path=False, **kwargs).double().train()
+    fast = ViT3(fast_path=True, **kwargs).double().train()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(batch, 3, *hw, dtype=torch.float64)
+    skip = bias_before_train_bn(plain)
+    assert bool(skip) != norm_eval
+
+    reference = run(plain, x)
+    assert_same(run(fast, x), reference, 1e-10, skip)
+    assert_same(run(fast.float(), x.float()), reference, RTOL_F32, skip)
+
+
+def test_switching_paths_keeps_weights_and_results():
+    torch.manual_seed(0)
+    model = ViT3('tiny').eval()
+    x = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        fast = model(x)
+        plain = model.set_fast_path(False)(x)
+    assert not model.layers[1].blocks[0].attn.fast_path
+    for a, b in zip(fast, plain):
+        assert rel_err(a, b) < RTOL
+
+
+def test_fast_functions_in_float64_match_autograd():
+    """The hand-written backward passes, checked numerically."""
+    torch.manual_seed(0)
+    b, h, w, c, d = 2, 3, 4, 64, 32
+    qkv = torch.randn(b, h * w, 3 * c + 3 * d, dtype=torch.float64, requires_grad=True)
+    w1 = (torch.randn(1, 2, d, d, dtype=torch.float64) * 0.1).requires_grad_()
+    w2 = (torch.randn(1, 2, d, d, dtype=torch.float64) * 0.1).requires_grad_()
+    w3 = (torch.randn(d, 1, 3, 3, dtype=torch.float64) * 0.1).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda *t: TTTInnerFunction.apply(*t, (h, w), 2, 1 / 3, 1.0),
+        (qkv, w1, w2, w3), eps=1e-6, atol=1e-6, fast_mode=True)
+    x = torch.randn(b, h * w, 16, dtype=torch.float64, requires_grad=True)
+    dw = torch.randn(16, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *t: GeluDwcGeluFunction.apply(*t, (h, w)), (x, dw, bias), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_stem_gradient_with_batch_one():
+    """Regression: a batch-1 gradient reaching a BatchNorm with an unusual
+    stride used to come out wrong on CPU; both paths are checked numerically."""
+    torch.manual_seed(0)
+    from mmvit3.models.vit3 import ConvStem
+    for fast_path in (False, True):
+        stem = ConvStem(3, 64, fast_path=fast_path).double().train()
+        x = torch.randn(1, 3, 16, 20, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(1, 20, 64, dtype=torch.float64)
+        assert torch.autograd.gradcheck(lambda t: (stem(t)[0] * w).sum(), (x,),
+                                        eps=1e-6, atol=1e-5, rtol=1e-4)
