@@ -1,0 +1,34 @@
+# UperNet + H-ViT³-T, ADE20K 512x512, 160k iterations.
+# Released recipe, spec §7: the stock MMSegmentation 1.x UperNet-Swin-T ADE20K
+# config (AdamW 6e-5 / wd 0.01 with no decay on norm params, linear warm-up
+# 1500 iters from 1e-6x then poly to 0, 2 images per GPU x 8 GPUs, standard
+# ADE20K pipeline, whole-image test) with the backbone swapped; AMP for T.
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa: E501
+]
+
+custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
+
+# ImageNet-1K H-ViT³-T weights; override with
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+pretrained = 'pretrained/h_vit3_tiny.pth'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='ViT3',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.2,
+        with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150),
+    # auxiliary FCN head on stage 2 (C_2 channels)
+    auxiliary_head=dict(in_index=2, in_channels=320, num_classes=150))
+
+# Inherited from the Swin base: AdamW(lr=6e-5, betas=(0.9, 0.999),
+# weight_decay=0.01) with custom_keys 'norm' -> decay_mult 0 (all backbone
+# LayerNorm/BN params; the heads' BN layers are named 'bn' and keep decay, as
+# released), LinearLR(1e-6, 0-1500) + PolyLR(power 1, eta_min 0, 1500-160k),
+# train batch 2, val batch 1, 160k iterations.  Only T used AMP.
+optim_wrapper = dict(type='AmpOptimWrapper')
