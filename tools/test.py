@@ -1,0 +1,240 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Test (and evaluate) a ViT3 detector (MMDetection) or segmentor
+(MMSegmentation); the config's ``default_scope`` decides which.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+        [--show] [--show-dir DIR] [--wait-time S] [--tta]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+``--out results.pkl`` dumps the predictions (detection: masks RLE-encoded,
+as mmdet's DumpDetResults). For segmentation configs, ``--out DIR`` (not
+ending in .pkl) writes the predicted label maps as PNGs into DIR, as mmseg's
+tools/test.py does. Multi-GPU: ``tools/dist_test.sh CONFIG CKPT GPUS [args]``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import warnings
+from copy import deepcopy
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+
+SCOPES = ('mmdet', 'mmseg')
+PKL = ('.pkl', '.pickle')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test (and eval) a ViT3 detector (mmdet) or segmentor '
+        '(mmseg)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump predictions to a pickle file (.pkl) for offline '
+        'evaluation; segmentation configs also take a directory, which '
+        'receives the predicted label maps as PNGs')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. '
+        'If specified, it will be automatically saved '
+        'to the work_dir/timestamp/show_dir')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='fully unpickle the checkpoints this run loads (can run code '
+        'from the file): only for files you trust. Same as '
+        '`trust_checkpoint = True` in the config')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def trigger_visualization_hook(cfg: Config, args, scope: str) -> Config:
+    """Turn on drawing in the config's visualization hook (as the mmdet /
+    mmseg test tools do)."""
+    hooks = cfg.get('default_hooks') or {}
+    if 'visualization' not in hooks:
+        raise SystemExit(
+            '--show / --show-dir need a visualization hook in default_hooks, '
+            "e.g. visualization=dict(type='DetVisualizationHook') (mmdet) or "
+            "dict(type='SegVisualizationHook') (mmseg)")
+    hook = hooks['visualization']
+    hook['draw'] = True
+    if scope == 'mmseg':
+        hook['interval'] = 1  # every test image, as mmdet's hook draws
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if scope == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+    return cfg
+
+
+def _det_tta(cfg: Config) -> Config:
+    # as mmdet's tools/test.py
+    if cfg.model.get('roi_head', {}).get('mask_head') is not None:
+        raise SystemExit(
+            '--tta: MMDetection 3.3 test-time augmentation (DetTTAModel) '
+            'merges boxes only; it does not support instance segmentation '
+            'models such as Mask R-CNN.')
+    if 'tta_model' not in cfg:
+        warnings.warn('Cannot find ``tta_model`` in config, '
+                      'we will set it as default.')
+        cfg.tta_model = dict(
+            type='DetTTAModel',
+            tta_cfg=dict(
+                nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    if 'tta_pipeline' not in cfg:
+        warnings.warn('Cannot find ``tta_pipeline`` in config, '
+                      'we will set it as default.')
+        test_data_cfg = cfg.test_dataloader.dataset
+        while 'dataset' in test_data_cfg:
+            test_data_cfg = test_data_cfg['dataset']
+        cfg.tta_pipeline = deepcopy(test_data_cfg.pipeline)
+        flip_tta = dict(
+            type='TestTimeAug',
+            transforms=[
+                [
+                    dict(type='RandomFlip', prob=1.),
+                    dict(type='RandomFlip', prob=0.)
+                ],
+                [
+                    dict(
+                        type='PackDetInputs',
+                        meta_keys=('img_id', 'img_path', 'ori_shape',
+                                   'img_shape', 'scale_factor', 'flip',
+                                   'flip_direction'))
+                ],
+            ])
+        cfg.tta_pipeline[-1] = flip_tta
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    return cfg
+
+
+def _seg_tta(cfg: Config) -> Config:
+    # as mmseg's tools/test.py
+    if 'tta_pipeline' not in cfg:
+        raise SystemExit('--tta needs `tta_pipeline` in the config (the '
+                         'mmseg dataset bases define one)')
+    tta_model = cfg.get('tta_model') or dict(type='SegTTAModel')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**tta_model, module=cfg.model)
+    return cfg
+
+
+def build_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise SystemExit(
+            f'tools/test.py serves MMDetection and MMSegmentation configs: '
+            f'default_scope must be one of {SCOPES}, got {scope!r}.')
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args, scope)
+
+    if args.tta:
+        cfg = _det_tta(cfg) if scope == 'mmdet' else _seg_tta(cfg)
+
+    if args.out is not None and not args.out.endswith(PKL):
+        if scope == 'mmdet':
+            raise SystemExit('--out must name a .pkl / .pickle file, got '
+                             f'{args.out!r}')
+        # mmseg: the evaluator writes the predicted label maps as PNGs
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    if args.trust_checkpoint or cfg.get('trust_checkpoint', False):
+        mmvit3.trust_checkpoints()
+    scope = cfg.default_scope
+
+    if scope == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+
+    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
+        return 2
+    try:
+        check_data(cfg, ['test'])
+    except DatasetNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        import importlib
+        runners = importlib.import_module(f'{scope}.registry').RUNNERS
+        runner = runners.build(cfg)
+
+    # dump predictions through a dummy metric, as mmdet's tools/test.py
+    if args.out is not None and args.out.endswith(PKL):
+        if scope == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as Dump
+        else:
+            from mmengine.evaluator import DumpResults as Dump
+        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
+
+    runner.test()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
