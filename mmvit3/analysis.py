@@ -22,7 +22,7 @@ include: the nine figures of spec §6 are reproduced within 0.5 %
 (``tests/test_configs.py``).
 
 The backbone's fast path (:mod:`mmvit3.models.ttt_fast`) wraps the mixer's
-inner part and the MLP's ``gelu -> dwc -> gelu`` middle in custom autograd
+inner part and the MLP's ``gelu -> dwc -> gelu -> fc2`` tail in custom autograd
 functions, which jit records as opaque ``prim::PythonOp`` nodes that the
 default handles skip. :data:`FAST_PATH_HANDLES` registers a handle for each
 that counts the same operations as above. The model is still traced on its
@@ -76,19 +76,21 @@ def ttt_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
     return Counter({'matmul': 6 * b * n * c * d, 'conv': 9 * b * n * d})
 
 
-def gelu_dwc_gelu_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``GeluDwcGeluFunction(x, weight, bias)``: ``x`` (B, N, Ch); the 3x3
-    depth-wise convolution, ``9 B N Ch`` (conv, bias not counted, as
-    mmengine's conv handle)."""
+def mlp_tail_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
+    """``MlpTailFunction(x, weight, bias, fc2_weight, fc2_bias)``: ``x``
+    (B, N, Ch); the 3x3 depth-wise convolution, ``9 B N Ch`` (conv, bias not
+    counted, as mmengine's conv handle), and ``fc2``, ``B N Ch C`` (linear)."""
     b, n, ch = get_shape(inputs[0])
     k = get_shape(inputs[1])  # (Ch, 1, kh, kw)
-    return Counter({'conv': b * n * ch * k[1] * k[2] * k[3]})
+    c = get_shape(inputs[3])[0]  # fc2 weight (C, Ch)
+    return Counter({'conv': b * n * ch * k[1] * k[2] * k[3],
+                    'linear': b * n * ch * c})
 
 
 #: Op handles of the backbone's fast-path autograd functions.
 FAST_PATH_HANDLES = {
     'prim::PythonOp.TTTInnerFunction': ttt_inner_flop_jit,
-    'prim::PythonOp.GeluDwcGeluFunction': gelu_dwc_gelu_flop_jit,
+    'prim::PythonOp.MlpTailFunction': mlp_tail_flop_jit,
 }
 
 

@@ -4,12 +4,9 @@ import pytest
 import torch
 
 from mmvit3 import ViT3
-from mmvit3.models.ttt_fast import GeluDwcGeluFunction, TTTInnerFunction
+from mmvit3.models.ttt_fast import MlpTailFunction, TTTInnerFunction
 
 RTOL = 1e-5
-#: float32 against the exact (float64) result: train-mode BatchNorm and
-#: LayerNorm amplify float32 rounding to about 1e-5 on some gradients.
-RTOL_F32 = 2e-5
 
 
 def rel_err(a, b):
@@ -34,14 +31,19 @@ def bias_before_train_bn(model):
             and m.norm.training and getattr(m.conv, 'bias', None) is not None}
 
 
-def assert_same(result, reference, rtol, skip=()):
+def errors(result, reference, skip=()):
+    """Relative error of every output and gradient against the reference."""
     outs, grad_x, grad_params = result
     ref_outs, ref_x, ref_params = reference
-    errors = {f'out{i}': rel_err(a, b) for i, (a, b) in enumerate(zip(outs, ref_outs))}
-    errors['input'] = rel_err(grad_x, ref_x)
-    errors.update({n: rel_err(grad_params[n], g) for n, g in ref_params.items()
-                   if n not in skip})
-    bad = {k: v for k, v in errors.items() if not v < rtol}
+    errs = {f'out{i}': rel_err(a, b) for i, (a, b) in enumerate(zip(outs, ref_outs))}
+    errs['input'] = rel_err(grad_x, ref_x)
+    errs.update({n: rel_err(grad_params[n], g) for n, g in ref_params.items()
+                 if n not in skip})
+    return errs
+
+
+def assert_same(result, reference, rtol, skip=()):
+    bad = {k: v for k, v in errors(result, reference, skip).items() if not v < rtol}
     assert not bad, bad
 
 
@@ -52,10 +54,14 @@ def assert_same(result, reference, rtol, skip=()):
     (1, (33, 33), True, True),
 ])
 def test_fast_path_equals_plain(batch, hw, with_cp, norm_eval):
-    """Same maths (float64, to rounding) and float32 accuracy: the fast path
-    in float32 against the plain path computed exactly (float64). The plain
-    path is not run in float32 here: oneDNN's float32 convolution backward is
-    off by ~1% for some contiguous layouts (seen with torch 2.13 on CPU)."""
+    """Same maths: the fast path equals the plain path in float64 to
+    rounding. Float32 accuracy: the fast path in float32 is within 1e-5 of
+    the exact (float64) result, or no further from it than twice the plain
+    path's own float32 error on the same input. Train-mode BatchNorm over a
+    2x2 last stage amplifies float32 rounding to ~1e-4 in *any*
+    implementation, and a ReLU whose input rounds to the other side of zero
+    flips one gradient entry. Where BatchNorm is frozen (``norm_eval``) the
+    two float32 paths agree within 1e-5 directly."""
     torch.manual_seed(0)
     kwargs = dict(arch='tiny', drop_path_rate=0., with_cp=with_cp, norm_eval=norm_eval)
     plain = ViT3(fast_path=False, **kwargs).double().train()
@@ -67,7 +73,14 @@ def test_fast_path_equals_plain(batch, hw, with_cp, norm_eval):
 
     reference = run(plain, x)
     assert_same(run(fast, x), reference, 1e-10, skip)
-    assert_same(run(fast.float(), x.float()), reference, RTOL_F32, skip)
+
+    plain32 = ViT3(fast_path=False, **kwargs).train()
+    plain32.load_state_dict(plain.state_dict())
+    result32, plain_result32 = run(fast.float(), x.float()), run(plain32, x.float())
+    plain_worst = max(errors(plain_result32, reference, skip).values())
+    assert_same(result32, reference, max(RTOL, 2 * plain_worst), skip)
+    if norm_eval:
+        assert_same(result32, plain_result32, RTOL)
 
 
 def test_switching_paths_keeps_weights_and_results():
@@ -96,8 +109,11 @@ def test_fast_functions_in_float64_match_autograd():
     x = torch.randn(b, h * w, 16, dtype=torch.float64, requires_grad=True)
     dw = torch.randn(16, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    fc2 = (torch.randn(8, 16, dtype=torch.float64) * 0.3).requires_grad_()
+    fc2_bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda *t: GeluDwcGeluFunction.apply(*t, (h, w)), (x, dw, bias), eps=1e-6, atol=1e-6, fast_mode=True)
+        lambda *t: MlpTailFunction.apply(*t, (h, w)), (x, dw, bias, fc2, fc2_bias),
+        eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 def test_stem_gradient_with_batch_one():

@@ -7,8 +7,8 @@ intermediates there.
   ``proj`` (RoPE, both inner modules' closed-form steps and their
   application). Plain autograd keeps about twenty ``(B, N, C)`` intermediates
   per block; this keeps the ``qkv`` output and a few ``d x d`` matrices.
-* :class:`GeluDwcGeluFunction`: the middle of the block's MLP,
-  ``gelu(a + dwc(a))`` with ``a = gelu(fc1(x))``; keeps ``fc1(x)`` only.
+* :class:`MlpTailFunction`: the block's MLP after ``fc1``,
+  ``fc2(gelu(a + dwc(a)))`` with ``a = gelu(fc1(x))``; keeps ``fc1(x)`` only.
 
 Both compute exactly what :mod:`mmvit3.models.ttt` and the plain block
 compute (the tests compare outputs and every gradient). Feature maps are
@@ -19,7 +19,7 @@ Shapes: ``B`` samples, ``N = h * w`` tokens, ``C`` channels, ``H`` heads of
 ``d`` channels.
 """
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,15 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, c, h, w) channels-last feature map -> (B, N, c) tokens (a view)."""
     b, c = x.shape[:2]
     return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast runs matmuls and convolutions in for ``x``'s
+    device, or ``x``'s own dtype where autocast is off."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
 
 def _dwconv_per_sample(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -249,11 +258,13 @@ def ttt_inner_fast(qkv: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------
-# The MLP's middle
+# The MLP's tail
 # ---------------------------------------------------------------------------
-class GeluDwcGeluFunction(torch.autograd.Function):
-    """``h`` (B, N, Ch) -> ``gelu(a + dwc(a))`` with ``a = gelu(h)``; keeps
-    only ``h`` for backward and recomputes ``a`` and ``dwc(a)`` there."""
+class MlpTailFunction(torch.autograd.Function):
+    """``h`` (B, N, Ch) -> ``fc2(gelu(a + dwc(a)))`` with ``a = gelu(h)``
+    (B, N, C): the block's MLP after ``fc1``. Keeps only ``h`` for backward
+    and recomputes ``a``, ``dwc(a)`` and the input of ``fc2`` there (plain
+    autograd keeps four ``(B, N, Ch)`` tensors)."""
 
     @staticmethod
     def _middle(x, weight, bias, hw_shape):
@@ -264,23 +275,43 @@ class GeluDwcGeluFunction(torch.autograd.Function):
         return a_grid, u
 
     @staticmethod
-    def forward(ctx, x, weight, bias, hw_shape):
+    def forward(ctx, x, weight, bias, fc2_weight, fc2_bias, hw_shape):
         x = x.contiguous()
-        _, u = GeluDwcGeluFunction._middle(x, weight, bias, hw_shape)
-        ctx.save_for_backward(x, weight, bias)
+        _, u = MlpTailFunction._middle(x, weight, bias, hw_shape)
+        ctx.save_for_backward(x, weight, bias, fc2_weight)
         ctx.hw_shape = hw_shape
-        return F.gelu(u)
+        ctx.has_fc2_bias = fc2_bias is not None
+        return F.linear(F.gelu(u), fc2_weight, fc2_bias)  # (B, N, C)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, fc2_weight = ctx.saved_tensors
         hw_shape = ctx.hw_shape
-        a_grid, u = GeluDwcGeluFunction._middle(x, weight, bias, hw_shape)
-        du = torch.ops.aten.gelu_backward(grad.contiguous(), u)  # (B, N, Ch)
+        grad = grad.contiguous()  # (B, N, C)
+        a_grid, u = MlpTailFunction._middle(x, weight, bias, hw_shape)
+        g = F.gelu(u)  # fc2's input, recomputed
+        d_fc2_weight = grad.flatten(0, 1).t() @ g.flatten(0, 1)  # (C, Ch)
+        d_fc2_bias = grad.sum((0, 1)) if ctx.has_fc2_bias else None
+        du = torch.ops.aten.gelu_backward(grad @ fc2_weight, u)  # (B, N, Ch)
+        del g
         channels = weight.shape[0]
         d_a, d_weight, d_bias = torch.ops.aten.convolution_backward(
             _grid(du, hw_shape), a_grid, weight,
             None if bias is None else [channels], [1, 1], [1, 1], [1, 1], False,
             [0, 0], channels, [True, True, bias is not None])
         d_x = torch.ops.aten.gelu_backward(du.add_(_tokens(d_a)), x)
-        return d_x, d_weight, d_bias, None
+        return d_x, d_weight, d_bias, d_fc2_weight, d_fc2_bias, None
+
+
+def mlp_tail_fast(x: torch.Tensor, dwc_weight: torch.Tensor,
+                  dwc_bias: Optional[torch.Tensor], fc2_weight: torch.Tensor,
+                  fc2_bias: Optional[torch.Tensor], hw_shape: HWShape) -> torch.Tensor:
+    """Run :class:`MlpTailFunction` in the dtype autocast would give its
+    convolution and linear layer (the weights cast to it, as autocast does),
+    or in ``x``'s dtype without autocast."""
+    dtype = _autocast_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return MlpTailFunction.apply(
+            x.to(dtype), dwc_weight.to(dtype),
+            None if dwc_bias is None else dwc_bias.to(dtype), fc2_weight.to(dtype),
+            None if fc2_bias is None else fc2_bias.to(dtype), tuple(hw_shape))
