@@ -46,6 +46,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
@@ -87,10 +88,22 @@ def mlp_tail_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
                     'linear': b * n * ch * c})
 
 
+def layer_norm_linear_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
+    """``LayerNormLinearFunction(x, norm_weight, norm_bias, eps, weight,
+    bias)``: the affine LayerNorm as mmengine counts it (5 per element) and
+    the linear layer (``in x out`` per token)."""
+    shape = get_shape(inputs[0])
+    tokens = int(np.prod(shape[:-1]))
+    out_features = get_shape(inputs[4])[0]
+    return Counter({'layer_norm': tokens * shape[-1] * 5,
+                    'linear': tokens * shape[-1] * out_features})
+
+
 #: Op handles of the backbone's fast-path autograd functions.
 FAST_PATH_HANDLES = {
     'prim::PythonOp.TTTInnerFunction': ttt_inner_flop_jit,
     'prim::PythonOp.MlpTailFunction': mlp_tail_flop_jit,
+    'prim::PythonOp.LayerNormLinearFunction': layer_norm_linear_flop_jit,
 }
 
 

@@ -317,19 +317,20 @@ def test_params_and_flops_match_spec(name):
     assert abs(res.flops - flops) <= 0.01 * flops, res.flops
 
 
-@pytest.mark.parametrize('part', ['mixer', 'mlp'])
+@pytest.mark.parametrize('part', ['mixer', 'mlp', 'block'])
 def test_fast_path_handles_count_as_plain_path(part):
     """The fast path's custom autograd functions (opaque prim::PythonOp nodes
     for jit) are counted exactly as the plain path's traced ops."""
     from mmvit3.models.ttt import TTTMixer
-    from mmvit3.models.vit3 import ConvFFN
+    from mmvit3.models.vit3 import ConvFFN, ViT3Block
     hw = (6, 10)  # literal sizes: the fast path traces with plain ints
 
     class Part(torch.nn.Module):
 
         def __init__(self):
             super().__init__()
-            self.m = TTTMixer(96) if part == 'mixer' else ConvFFN(96, 384)
+            self.m = {'mixer': TTTMixer(96), 'mlp': ConvFFN(96, 384),
+                      'block': ViT3Block(96)}[part]
 
         def forward(self, x):
             return self.m(x, hw)
@@ -347,6 +348,8 @@ def test_fast_path_handles_count_as_plain_path(part):
     assert model.m.fast_path  # restored
     assert fast_total == plain_total > 0
     b, n, c, d = 2, hw[0] * hw[1], 96, 32
+    if part == 'block':  # the fused norm -> linear layers count as both
+        return
     if part == 'mixer':  # qkv + proj linears, 6 inner matmuls, q2 conv
         expected = b * n * (c * (3 * c + 3 * d) + (c + d) * c + 6 * c * d
                             + 9 * d)

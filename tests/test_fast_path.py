@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmvit3 import ViT3
-from mmvit3.models.ttt_fast import MlpTailFunction, TTTInnerFunction
+from mmvit3.models.ttt_fast import (LayerNormLinearFunction, MlpTailFunction,
+                                    TTTInnerFunction)
 
 RTOL = 1e-5
 
@@ -114,6 +115,11 @@ def test_fast_functions_in_float64_match_autograd():
     assert torch.autograd.gradcheck(
         lambda *t: MlpTailFunction.apply(*t, (h, w)), (x, dw, bias, fc2, fc2_bias),
         eps=1e-6, atol=1e-6, fast_mode=True)
+    norm_w = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    norm_b = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, nw, nb, w, b: LayerNormLinearFunction.apply(x, nw, nb, 1e-5, w, b, x.dtype),
+        (x, norm_w, norm_b, fc2, fc2_bias), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 def test_stem_gradient_with_batch_one():

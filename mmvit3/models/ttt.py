@@ -178,11 +178,14 @@ class TTTMixer(BaseModule):
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """``x``: ``(B, N, C)`` tokens of an ``hw_shape`` grid -> ``(B, N, C)``."""
         if self.fast_path:
-            inner = ttt_inner_fast(self.qkv(x), self.w1, self.w2, self.w3, hw_shape,
-                                   self.num_heads, self.inner_loss_scale,
-                                   self.inner_lr)  # (B, N, C + d)
-            return self.proj(inner)
+            return self.forward_qkv(self.qkv(x), hw_shape)
         return self.forward_plain(x, hw_shape)
+
+    def forward_qkv(self, qkv: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        """The fast path from the ``qkv`` projection ``(B, N, 3C + 3d)`` on."""
+        inner = ttt_inner_fast(qkv, self.w1, self.w2, self.w3, hw_shape, self.num_heads,
+                               self.inner_loss_scale, self.inner_lr)  # (B, N, C + d)
+        return self.proj(inner)
 
     def forward_plain(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """The spec-literal mixer under plain autograd (the test oracle)."""

@@ -9,6 +9,8 @@ intermediates there.
   per block; this keeps the ``qkv`` output and a few ``d x d`` matrices.
 * :class:`MlpTailFunction`: the block's MLP after ``fc1``,
   ``fc2(gelu(a + dwc(a)))`` with ``a = gelu(fc1(x))``; keeps ``fc1(x)`` only.
+* :class:`LayerNormLinearFunction`: ``norm1 -> qkv`` and ``norm2 -> fc1``;
+  keeps the norm's input, not its output.
 
 Both compute exactly what :mod:`mmvit3.models.ttt` and the plain block
 compute (the tests compare outputs and every gradient). Feature maps are
@@ -315,3 +317,47 @@ def mlp_tail_fast(x: torch.Tensor, dwc_weight: torch.Tensor,
             x.to(dtype), dwc_weight.to(dtype),
             None if dwc_bias is None else dwc_bias.to(dtype), fc2_weight.to(dtype),
             None if fc2_bias is None else fc2_bias.to(dtype), tuple(hw_shape))
+
+
+# ---------------------------------------------------------------------------
+# LayerNorm -> Linear
+# ---------------------------------------------------------------------------
+class LayerNormLinearFunction(torch.autograd.Function):
+    """``linear(layer_norm(x))`` that keeps ``x`` (and the per-token mean and
+    1/std) for backward instead of the normalised tokens, and recomputes them
+    there. The norm runs in ``x``'s dtype, the linear layer in ``dtype``."""
+
+    @staticmethod
+    def forward(ctx, x, norm_weight, norm_bias, eps, weight, bias, dtype):
+        x = x.contiguous()
+        y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+        ctx.save_for_backward(x, norm_weight, norm_bias, mean, rstd, weight)
+        ctx.meta = (eps, bias is not None)
+        return F.linear(y.to(dtype), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm_weight, norm_bias, mean, rstd, weight = ctx.saved_tensors
+        eps, has_bias = ctx.meta
+        grad = grad.contiguous()
+        y = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)[0]
+        d_weight = grad.flatten(0, -2).t() @ y.to(grad.dtype).flatten(0, -2)  # (out, C)
+        d_bias = grad.flatten(0, -2).sum(0) if has_bias else None
+        del y
+        d_y = (grad @ weight).to(x.dtype)  # (..., C)
+        d_x, d_norm_weight, d_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            d_y, x, x.shape[-1:], mean, rstd, norm_weight, norm_bias,
+            [True, norm_weight is not None, norm_bias is not None])
+        return d_x, d_norm_weight, d_norm_bias, None, d_weight, d_bias, None
+
+
+def layer_norm_linear(x: torch.Tensor, norm: torch.nn.LayerNorm,
+                      linear: torch.nn.Linear) -> torch.Tensor:
+    """``linear(norm(x))`` through :class:`LayerNormLinearFunction`: the norm
+    in ``x``'s dtype (float32 under autocast, as autocast runs layer_norm),
+    the linear layer in autocast's dtype."""
+    dtype = _autocast_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return LayerNormLinearFunction.apply(
+            x, norm.weight, norm.bias, norm.eps, linear.weight.to(dtype),
+            None if linear.bias is None else linear.bias.to(dtype), dtype)

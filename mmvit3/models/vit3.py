@@ -23,7 +23,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .ttt import HEAD_DIM, TTTMixer
-from .ttt_fast import mlp_tail_fast
+from .ttt_fast import layer_norm_linear, mlp_tail_fast
 
 HWShape = Tuple[int, int]
 
@@ -251,8 +251,16 @@ class ConvFFN(BaseModule):
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        x = self.fc1(x)  # (B, N, hidden)
-        if self.fast_path and not (self.training and self.drop_rate > 0):
+        return self.forward_hidden(self.fc1(x), hw_shape)
+
+    @property
+    def fast_tail(self) -> bool:
+        """Whether :meth:`forward_hidden` runs the fused tail (no dropout)."""
+        return self.fast_path and not (self.training and self.drop_rate > 0)
+
+    def forward_hidden(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        """Everything after ``fc1``: ``(B, N, hidden)`` -> ``(B, N, C)``."""
+        if self.fast_tail:
             return mlp_tail_fast(x, self.dwc.weight, self.dwc.bias, self.fc2.weight,
                                  self.fc2.bias, hw_shape)  # (B, N, C)
         x = self.drop(self.act(x))
@@ -304,8 +312,15 @@ class ViT3Block(BaseModule):
     def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
         grid = tokens_to_grid(x, hw_shape, channels_last=self.fast_path)
         x = x + grid_to_tokens(self.cpe(grid))[0]
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+        if not self.fast_path:
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
+        # norm1 -> qkv and norm2 -> fc1 fused: the normalised tokens are
+        # recomputed in backward instead of kept
+        qkv = layer_norm_linear(x, self.norm1, self.attn.qkv)  # (B, N, 3C + 3d)
+        x = x + self.drop_path(self.attn.forward_qkv(qkv, hw_shape))
+        hidden = layer_norm_linear(x, self.norm2, self.mlp.fc1)  # (B, N, 4C)
+        return x + self.drop_path(self.mlp.forward_hidden(hidden, hw_shape))
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
         """``(B, N, C)`` -> ``(B, N, C)``."""

@@ -1,0 +1,550 @@
+#!/usr/bin/env python
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Speed and peak memory of ViT3 backbones against MMDetection's Swin-T,
+ResNet-50 and a global-attention ViT-S, over input sizes, for the backbone
+alone and for the whole Mask R-CNN detector, in inference and in a training
+step (forward + backward), on CPU or CUDA.
+
+Every measurement runs in a process of its own, so that peak memory is that
+model's alone: peak RSS on CPU (``VmHWM``), ``torch.cuda.max_memory_allocated``
+on CUDA. The results are written as they come (``results.jsonl``), then as a
+markdown table (``benchmark.md``, with the machine it ran on) and a log-log
+plot of time and memory against pixels with linear and quadratic slopes
+(``benchmark.png``). A ``goals`` section compares ViT3-T with Swin-T and with
+the plain implementation, and the two detection sizes with each other.
+
+Examples::
+
+    python tools/benchmark.py                                # default grid
+    python tools/benchmark.py --models vit3-t swin-t --sizes 800x1344 \\
+        --modes infer train --levels backbone
+    python tools/benchmark.py --device cuda --amp            # bf16 autocast
+    python tools/benchmark.py --replot work_dirs/benchmark   # redraw only
+
+Sizes are ``H``x``W`` (or one number for a square); batch 1 unless
+``--batch``. A measurement that runs out of memory or time is reported as
+such, not dropped.
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+#: name -> (registry scope, backbone config, output widths for the FPN)
+BACKBONES: Dict[str, tuple] = {
+    'vit3-t': ('mmdet', dict(type='ViT3', arch='tiny'), [64, 128, 320, 512]),
+    'vit3-s': ('mmdet', dict(type='ViT3', arch='small'), [64, 128, 320, 512]),
+    'vit3-b': ('mmdet', dict(type='ViT3', arch='base'), [96, 192, 448, 640]),
+    'vit3-t-plain': ('mmdet', dict(type='ViT3', arch='tiny', fast_path=False),
+                     [64, 128, 320, 512]),
+    'swin-t': ('mmdet', dict(type='SwinTransformer'), [96, 192, 384, 768]),
+    'r50': ('mmdet', dict(type='ResNet', depth=50), [256, 512, 1024, 2048]),
+    'vit-s': (None, None, None),  # GlobalViT below: single-scale, no detector
+}
+LABELS = {
+    'vit3-t': 'H-ViT3-T', 'vit3-s': 'H-ViT3-S', 'vit3-b': 'H-ViT3-B',
+    'vit3-t-plain': 'H-ViT3-T (plain path)', 'swin-t': 'Swin-T',
+    'r50': 'ResNet-50', 'vit-s': 'ViT-S/16 (global attention)'
+}
+DET_BASE = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+DEFAULT_MODELS = ['vit3-t', 'vit3-s', 'vit3-b', 'vit3-t-plain', 'swin-t',
+                  'r50', 'vit-s']
+DEFAULT_SIZES = ['512', '800x1344', '1024', '1600x2688', '2048']
+#: the issue's reference sizes (detection inputs, 1x and 4x the pixels)
+REF_SIZE, BIG_SIZE = (800, 1344), (1600, 2688)
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+def global_vit(embed_dims: int = 384, depth: int = 12, num_heads: int = 6):
+    """ViT-S/16 with global attention (torch's ``TransformerEncoderLayer``,
+    scaled-dot-product attention): patch embedding, a learned 32x32 position
+    table resized to the input grid, pre-norm blocks; returns the stride-16
+    feature map. 22.0M parameters, against 28.2M for H-ViT3-T."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class GlobalViT(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, embed_dims, 16, 16)
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed_dims, 32, 32))
+            layer = nn.TransformerEncoderLayer(
+                embed_dims, num_heads, 4 * embed_dims, dropout=0.,
+                activation='gelu', batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(layer, depth,
+                                                enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(embed_dims)
+
+        def forward(self, x):
+            x = self.patch_embed(x)  # (B, C, H/16, W/16)
+            b, c, h, w = x.shape
+            pos = F.interpolate(self.pos_embed, size=(h, w), mode='bilinear',
+                                align_corners=False)
+            x = (x + pos).flatten(2).transpose(1, 2)  # (B, N, C)
+            x = self.norm(self.blocks(x))
+            return (x.transpose(1, 2).reshape(b, c, h, w), )  # (B, C, h, w)
+
+    return GlobalViT()
+
+
+def build(name: str, level: str):
+    """The backbone, or the Mask R-CNN detector with that backbone."""
+    scope, backbone, widths = BACKBONES[name]
+    if name == 'vit-s':
+        if level != 'backbone':
+            raise ValueError('vit-s is single-scale: backbone level only')
+        return global_vit()
+    import mmvit3  # noqa: F401  (registers ViT3)
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    if level == 'backbone':
+        return MODELS.build(backbone)
+    from mmengine.config import Config
+    cfg = Config.fromstring(f"_base_ = '{DET_BASE}'\n", file_format='.py')
+    cfg.model.backbone = dict(backbone)
+    cfg.model.backbone.pop('init_cfg', None)
+    cfg.model.neck.in_channels = widths
+    return MODELS.build(cfg.model)
+
+
+def det_samples(batch: int, h: int, w: int, train: bool, device):
+    """Data samples for a detector: image metas, and three boxes with masks
+    per image for a training step."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    samples = []
+    for _ in range(batch):
+        meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                    batch_input_shape=(h, w), scale_factor=(1., 1.))
+        sample = DetDataSample(metainfo=meta)
+        if train:
+            boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.3, 0.2, 0.9, 0.6],
+                                  [0.5, 0.5, 0.8, 0.95]]) * torch.tensor(
+                                      [w, h, w, h])
+            masks = torch.zeros(3, h, w, dtype=torch.uint8)
+            for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+                masks[i, y0:y1, x0:x1] = 1
+            sample.gt_instances = InstanceData(
+                bboxes=boxes.to(device), labels=torch.tensor([0, 1, 2],
+                                                             device=device),
+                masks=BitmapMasks(masks.numpy(), h, w))
+        samples.append(sample)
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# One measurement (child process)
+# ---------------------------------------------------------------------------
+def _status_gib(field: str) -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 2**20  # kB -> GiB
+    return float('nan')
+
+
+def measure(job: dict) -> dict:
+    """Time and peak memory of one (model, level, mode, size) in this
+    process."""
+    import torch
+    if job.get('threads'):
+        torch.set_num_threads(job['threads'])
+    device = torch.device(job['device'])
+    h, w = job['size']
+    train = job['mode'] == 'train'
+    torch.manual_seed(0)
+    model = build(job['model'], job['level']).to(device)
+    model.train(train)
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.randn(job['batch'], 3, h, w, device=device)
+    samples = (det_samples(job['batch'], h, w, train, device)
+               if job['level'] == 'detector' else None)
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16)
+           if job['amp'] else torch.autocast(device.type, enabled=False))
+
+    def step():
+        with torch.set_grad_enabled(train), amp:
+            if samples is None:
+                out = model(x)
+                loss = sum(o.float().mean() for o in out)
+            elif train:
+                losses = model(x, samples, mode='loss')
+                loss = sum(v.sum() for k, v in losses.items() if 'loss' in k
+                           for v in (v if isinstance(v, list) else [v]))
+            else:
+                model(x, samples, mode='predict')
+                loss = None
+        if train:
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    cuda = device.type == 'cuda'
+    base = (torch.cuda.memory_allocated() / 2**30 if cuda else
+            _status_gib('VmRSS'))
+    times: List[float] = []
+    budget_end = time.perf_counter() + job['max_time']
+    for i in range(job['warmup'] + job['repeat']):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        step()
+        if i >= job['warmup']:
+            times.append(time.perf_counter() - start)
+        if times and time.perf_counter() > budget_end:
+            break
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if cuda else
+            _status_gib('VmHWM'))
+    sec = statistics.median(times)
+    return dict(params=params, seconds=sec, runs=len(times),
+                images_per_s=job['batch'] / sec, peak_gib=peak,
+                base_gib=base, step_gib=peak - base)
+
+
+def child_main(job_json: str) -> int:
+    job = json.loads(job_json)
+    if job.get('mem_limit_gib') and job['device'] == 'cpu':
+        # fail an allocation (reported as out of memory) before the system
+        # runs out
+        limit = int(job['mem_limit_gib'] * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        result = measure(job)
+    except (RuntimeError, MemoryError) as err:
+        text = str(err)
+        oom = isinstance(err, MemoryError) or 'memory' in text.lower()
+        result = dict(error='out of memory' if oom else text.splitlines()[0])
+    print('RESULT ' + json.dumps(result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The parent: plan, run, write
+# ---------------------------------------------------------------------------
+def parse_size(text: str) -> tuple:
+    parts = text.lower().split('x')
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f'size must be H, HxW or H W with positive integers, got {text!r}')
+    return int(parts[0]), int(parts[1])
+
+
+def machine_info(device: str, threads: Optional[int]) -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    info = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu,
+                cores=os.cpu_count(),
+                threads=threads or torch.get_num_threads(),
+                memory_gib=round(os.sysconf('SC_PAGE_SIZE') *
+                                 os.sysconf('SC_PHYS_PAGES') / 2**30, 1),
+                torch=torch.__version__, python=platform.python_version(),
+                device=device)
+    if device == 'cuda' and torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+    return info
+
+
+def plan(args) -> List[dict]:
+    jobs = []
+    for level in args.levels:
+        for model in args.models:
+            if model == 'vit-s' and level != 'backbone':
+                continue
+            for mode in args.modes:
+                for size in args.sizes:
+                    jobs.append(dict(
+                        model=model, level=level, mode=mode, size=size,
+                        batch=args.batch, device=args.device, amp=args.amp,
+                        threads=args.threads, warmup=args.warmup,
+                        repeat=args.repeat, max_time=args.max_time,
+                        mem_limit_gib=args.mem_limit))
+    return jobs
+
+
+def run_job(job: dict, timeout: float) -> dict:
+    cmd = [sys.executable, osp.abspath(__file__), '--child', json.dumps(job)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return dict(job, error=f'over {timeout:.0f} s')
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith('RESULT '):
+            return dict(job, **json.loads(line[len('RESULT '):]))
+    if proc.returncode < 0:  # killed by a signal, e.g. the OOM killer
+        return dict(job, error=f'killed (signal {-proc.returncode})')
+    tail = proc.stdout.strip().splitlines()[-1:] or ['no output']
+    return dict(job, error=f'exit {proc.returncode}: {tail[0][:200]}')
+
+
+def _key(r: dict) -> tuple:
+    return r['level'], r['model'], r['mode'], tuple(r['size'])
+
+
+def find(results: Sequence[dict], model, level, mode, size) -> Optional[dict]:
+    for r in results:
+        if _key(r) == (level, model, mode, tuple(size)) and 'error' not in r:
+            return r
+    return None
+
+
+def goals(results: Sequence[dict]) -> List[str]:
+    """The issue's targets, where the results hold what they need."""
+    lines = []
+
+    def ratio(text, num, den, field, limit, below=True):
+        if num is None or den is None:
+            return
+        value = num[field] / den[field]
+        ok = value <= limit if below else value >= limit
+        lines.append(f'| {text} | {value:.2f} | {"≤" if below else "≥"} '
+                     f'{limit} | {"met" if ok else "NOT met"} |')
+
+    for level in ('backbone', 'detector'):
+        get = lambda m, mode, s=REF_SIZE: find(results, m, level, mode, s)  # noqa
+        fast_i, fast_t = get('vit3-t', 'infer'), get('vit3-t', 'train')
+        ratio(f'{level}: ViT3-T / Swin-T, inference time', fast_i,
+              get('swin-t', 'infer'), 'seconds', 1.0)
+        ratio(f'{level}: ViT3-T / Swin-T, training-step time', fast_t,
+              get('swin-t', 'train'), 'seconds', 1.0)
+        ratio(f'{level}: ViT3-T / Swin-T, training-step peak memory', fast_t,
+              get('swin-t', 'train'), 'peak_gib', 1.0)
+        ratio(f'{level}: plain / fast path, inference time',
+              get('vit3-t-plain', 'infer'), fast_i, 'seconds', 1.3, False)
+        ratio(f'{level}: plain / fast path, training-step time',
+              get('vit3-t-plain', 'train'), fast_t, 'seconds', 1.3, False)
+        for mode in ('infer', 'train'):
+            big = get('vit3-t', mode, BIG_SIZE)
+            ref = get('vit3-t', mode, REF_SIZE)
+            ratio(f'{level}: ViT3-T {mode}, time 1600x2688 / 800x1344', big,
+                  ref, 'seconds', 4.3)
+            ratio(f'{level}: ViT3-T {mode}, peak memory 1600x2688 / 800x1344',
+                  big, ref, 'peak_gib', 4.3)
+    if lines:
+        lines = ['| goal | ratio | target | |', '| --- | --- | --- | --- |'
+                 ] + lines
+    return lines
+
+
+def markdown(results: Sequence[dict], machine: dict) -> str:
+    hw = f"{machine['cpu']}, {machine['cores']} cores, " \
+         f"{machine['threads']} torch threads, {machine['memory_gib']} GiB"
+    if machine.get('gpu'):
+        hw = f"{machine['gpu']} ({hw})"
+    amp = ' under bf16 autocast' if results and results[0].get('amp') else ''
+    lines = [
+        f"Measured {machine['date']} on {hw}; torch {machine['torch']}, "
+        f"device {machine['device']}{amp}, batch "
+        f"{results[0]['batch'] if results else 1}. Time: median of the timed "
+        'runs; memory: peak RSS of the process (CPU) or peak allocated '
+        '(CUDA), and the part the step added.', '',
+        '| level | model | mode | input | params | time (s) | images/s | '
+        'peak memory (GiB) | step memory (GiB) |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'
+    ]
+    for r in results:
+        size = f"{r['size'][0]}x{r['size'][1]}"
+        head = f"| {r['level']} | {LABELS[r['model']]} | {r['mode']} | {size}"
+        if 'error' in r:
+            lines.append(f"{head} | | {r['error']} | | | |")
+            continue
+        lines.append(
+            f"{head} | {r['params'] / 1e6:.1f}M | {r['seconds']:.3f} | "
+            f"{r['images_per_s']:.2f} | {r['peak_gib']:.2f} | "
+            f"{r['step_gib']:.2f} |")
+    goal_lines = goals(results)
+    if goal_lines:
+        lines += ['', 'Goals (ratios from this run):', ''] + goal_lines
+    return '\n'.join(lines) + '\n'
+
+
+def plot(results: Sequence[dict], path: str, machine: dict) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ok = [r for r in results if 'error' not in r]
+    levels = [lv for lv in ('backbone', 'detector')
+              if any(r['level'] == lv for r in ok)]
+    if not levels:
+        return
+    panels = [(lv, mode, field) for lv in levels for field in
+              ('seconds', 'peak_gib') for mode in ('infer', 'train')]
+    cols = 4
+    rows = len(levels)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows),
+                             squeeze=False)
+    for ax, (level, mode, field) in zip(axes.flat, panels):
+        drawn = False
+        for model in LABELS:
+            pts = sorted((r['size'][0] * r['size'][1], r[field]) for r in ok
+                         if r['model'] == model and r['level'] == level
+                         and r['mode'] == mode)
+            if not pts:
+                continue
+            drawn = True
+            ax.plot(*zip(*pts), marker='o', label=LABELS[model],
+                    linestyle='--' if model.endswith('plain') else '-')
+        if drawn:  # slopes 1 and 2 through the smallest ViT3-T point
+            anchor = sorted((r['size'][0] * r['size'][1], r[field])
+                            for r in ok if r['level'] == level
+                            and r['mode'] == mode and r['model'] == 'vit3-t')
+            if anchor:
+                p0, v0 = anchor[0]
+                xs = [p0, max(r['size'][0] * r['size'][1] for r in ok)]
+                for slope, style in ((1, ':'), (2, '-.')):
+                    ax.plot(xs, [v0 * (x / p0)**slope for x in xs],
+                            color='grey', linestyle=style, linewidth=1,
+                            label=f'slope {slope} ({"linear" if slope == 1 else "quadratic"})')
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        ax.set_xlabel('pixels per image')
+        ax.set_ylabel('time per step (s)' if field == 'seconds' else
+                      'peak memory (GiB)')
+        ax.set_title(f'{level}, {"inference" if mode == "infer" else "training step"}')
+        ax.grid(True, which='both', alpha=0.3)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for hnd, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(hnd)
+                labels.append(lab)
+    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 5),
+               fontsize=8)
+    fig.suptitle(f"{machine['device'].upper()}: {machine.get('gpu') or machine['cpu']}"
+                 f" ({machine['threads']} threads), batch "
+                 f"{ok[0]['batch']}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(out_dir: str, results: List[dict], machine: dict) -> None:
+    with open(osp.join(out_dir, 'benchmark.md'), 'w') as f:
+        f.write(markdown(results, machine))
+    with open(osp.join(out_dir, 'machine.json'), 'w') as f:
+        json.dump(machine, f, indent=1)
+    plot(results, osp.join(out_dir, 'benchmark.png'), machine)
+
+
+def read_results(out_dir: str) -> List[dict]:
+    path = osp.join(out_dir, 'results.jsonl')
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Speed and peak memory of ViT3 against Swin-T, ResNet-50 '
+        'and a global-attention ViT-S',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=DEFAULT_MODELS,
+                        choices=list(BACKBONES))
+    parser.add_argument('--sizes', nargs='+', type=parse_size,
+                        default=[parse_size(s) for s in DEFAULT_SIZES],
+                        help='input sizes, H or HxW')
+    parser.add_argument('--modes', nargs='+', default=['infer', 'train'],
+                        choices=['infer', 'train'])
+    parser.add_argument('--levels', nargs='+', default=['backbone'],
+                        choices=['backbone', 'detector'],
+                        help='the backbone alone, or the whole Mask R-CNN')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', action='store_true',
+                        help='bf16 autocast (ViT3 keeps its inner step in '
+                        'float32)')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='timed runs (fewer once --max-time is spent)')
+    parser.add_argument('--max-time', type=float, default=60,
+                        help='seconds of timed runs per measurement')
+    parser.add_argument('--timeout', type=float, default=900,
+                        help='seconds before a measurement is given up')
+    parser.add_argument('--mem-limit', type=float, default=None,
+                        help='GiB of address space per measurement on CPU; '
+                        'default 90%% of the machine\'s memory')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--replot', metavar='DIR',
+                        help='only redraw the table and plot from DIR\'s '
+                        'results.jsonl')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.mem_limit is None:
+        args.mem_limit = 0.9 * os.sysconf('SC_PAGE_SIZE') * \
+            os.sysconf('SC_PHYS_PAGES') / 2**30
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    if args.replot:
+        results = read_results(args.replot)
+        with open(osp.join(args.replot, 'machine.json')) as f:
+            machine = json.load(f)
+        write_reports(args.replot, results, machine)
+        print(markdown(results, machine))
+        return 0
+    if args.device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            print('--device cuda: no CUDA device is available', file=sys.stderr)
+            return 2
+    from mmengine.utils import ProgressBar
+    os.makedirs(args.out_dir, exist_ok=True)
+    machine = machine_info(args.device, args.threads)
+    jobs = plan(args)
+    results: List[dict] = []
+    log = osp.join(args.out_dir, 'results.jsonl')
+    print(f'{len(jobs)} measurements, each in its own process; results go to '
+          f'{log} as they come')
+    bar = ProgressBar(len(jobs))
+    with open(log, 'w') as f:
+        for job in jobs:
+            result = run_job(job, args.timeout)
+            results.append(result)
+            f.write(json.dumps(result) + '\n')
+            f.flush()
+            bar.update()
+    print()
+    write_reports(args.out_dir, results, machine)
+    print(markdown(results, machine))
+    print(f'Wrote {args.out_dir}/benchmark.md and benchmark.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
