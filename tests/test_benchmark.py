@@ -1,0 +1,90 @@
+"""tools/benchmark.py: measurements in their own processes, the report
+(table, goal ratios, plot) and bad arguments. Speed itself is measured by
+running the tool, never asserted here."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load()
+
+
+def result(model, mode, size, seconds, peak, level='backbone'):
+    return dict(model=model, level=level, mode=mode, size=list(size), batch=1, amp=False,
+                params=1e6, seconds=seconds, images_per_s=1 / seconds, peak_gib=peak,
+                base_gib=0.5, step_gib=peak - 0.5)
+
+
+def test_goal_ratios_from_results():
+    ref, big = benchmark.REF_SIZE, benchmark.BIG_SIZE
+    results = [
+        result('vit3-t', 'infer', ref, 1.0, 1.0), result('swin-t', 'infer', ref, 1.25, 1.2),
+        result('vit3-t', 'train', ref, 3.0, 3.0), result('swin-t', 'train', ref, 2.0, 3.5),
+        result('vit3-t-plain', 'train', ref, 4.5, 6.0),
+        result('vit3-t', 'train', big, 12.6, 11.0),
+        dict(model='vit3-t-plain', level='backbone', mode='infer', size=list(ref),
+             batch=1, amp=False, error='out of memory'),
+    ]
+    lines = {line.split(' | ')[0].lstrip('| '): line for line in benchmark.goals(results)}
+    assert '| 0.80 | ≤ 1.0 | met |' in lines['backbone: ViT3-T / Swin-T, inference time']
+    assert '| 1.50 | ≤ 1.0 | NOT met |' in lines['backbone: ViT3-T / Swin-T, training-step time']
+    assert '| 0.86 | ≤ 1.0 | met |' in lines['backbone: ViT3-T / Swin-T, training-step peak memory']
+    assert '| 1.50 | ≥ 1.3 | met |' in lines['backbone: plain / fast path, training-step time']
+    assert '| 4.20 | ≤ 4.3 | met |' in lines['backbone: ViT3-T train, time 1600x2688 / 800x1344']
+    assert '| 3.67 | ≤ 4.3 | met |' in \
+        lines['backbone: ViT3-T train, peak memory 1600x2688 / 800x1344']
+    # a goal whose measurements are missing or failed is not reported
+    assert 'backbone: plain / fast path, inference time' not in lines
+    assert not any(k.startswith('detector') for k in lines)
+
+    machine = dict(date='d', cpu='cpu', cores=2, threads=2, memory_gib=24, torch='t',
+                   device='cpu')
+    text = benchmark.markdown(results, machine)
+    assert '| backbone | H-ViT3-T (plain path) | infer | 800x1344 | | out of memory |' in text
+    assert '| backbone | Swin-T | train | 800x1344 | 1.0M | 2.000 | 0.50 | 3.50 | 3.00 |' in text
+    assert 'Goals' in text
+
+
+def test_sizes_and_bad_arguments():
+    assert benchmark.parse_size('512') == (512, 512)
+    assert benchmark.parse_size('800x1344') == (800, 1344)
+    for bad in ('0', 'x', '12x', '1x2x3', '-4'):
+        with pytest.raises(Exception, match='size must be'):
+            benchmark.parse_size(bad)
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--models', 'vit3-xl'])
+    with pytest.raises(ValueError, match='single-scale'):
+        benchmark.build('vit-s', 'detector')
+
+
+def test_run_writes_table_plot_and_results(tmp_path):
+    """A real (tiny) run: each measurement in its own process, results as
+    they come, then the table and the plot."""
+    out = tmp_path / 'bench'
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    assert benchmark.main(['--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes',
+                           'train', '--warmup', '0', '--repeat', '1', '--threads', '1',
+                           '--out-dir', str(out)]) == 0
+    rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
+    assert [(r['model'], r['mode'], r['size']) for r in rows] == [
+        ('vit3-t', 'train', [40, 56]), ('vit-s', 'train', [40, 56])]
+    for r in rows:
+        assert 'error' not in r, r
+        assert r['seconds'] > 0 and r['peak_gib'] >= r['base_gib'] > 0
+    assert rows[0]['params'] == 28_191_584  # spec §4, H-ViT3-T
+    table = (out / 'benchmark.md').read_text()
+    assert 'H-ViT3-T' in table and 'ViT-S/16' in table and '40x56' in table
+    assert (out / 'benchmark.png').stat().st_size > 10_000
+    assert json.loads((out / 'machine.json').read_text())['threads'] == 1
