@@ -1,0 +1,13 @@
+"""Fixtures shared by the test modules (helpers: tests/_helpers.py)."""
+import pytest
+from _helpers import load_tool
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory):
+    """A tiny demo data set (4 train, 2 val images of 64 px), COCO and ADE
+    layouts, written once per session."""
+    out = tmp_path_factory.mktemp('data') / 'demo'
+    load_tool('make_demo_data').make_demo_data(
+        str(out), seed=0, num_train=4, num_val=2, size=64)
+    return out
