@@ -7,7 +7,8 @@ two processes (gloo) that hold identical weights.
 
 The tools run as subprocesses on a tiny data set (64 px images, batch 2,
 no dataloader workers: with workers the data order would also need their
-seeding); one uninterrupted 6-iteration run is shared by the tests.
+seeding); one uninterrupted 4-iteration run and one killed run are shared by the
+tests.
 """
 import os
 import pickle
@@ -28,7 +29,7 @@ from mmvit3 import UnsafeCheckpointError, load_checkpoint_file
 from mmvit3.safe_load import mmengine_safe_globals, trust_checkpoints
 from mmvit3.utils.tools import adapt_to_cpu_distributed, config_scope
 
-MAX_ITERS = 6
+MAX_ITERS = 4
 
 
 def run_overrides(demo_root, max_iters=MAX_ITERS):
@@ -53,7 +54,7 @@ def eval_overrides(demo_root):
 
 @pytest.fixture(scope='module')
 def reference(demo_root, tmp_path_factory):
-    """The work dir of an uninterrupted 6-iteration run."""
+    """The work dir of an uninterrupted run of MAX_ITERS iterations."""
     work = tmp_path_factory.mktemp('reference')
     rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work,
                        '--cfg-options', *run_overrides(demo_root))
@@ -162,10 +163,13 @@ def test_trust_opt_in_loads_a_harmless_object_for_that_run_only(
     assert rc == 0, out[-5000:]
     assert 'full unpickling (trusted)' in out
     assert f'Load checkpoint from {note}' in out
-    # a fresh process without the opt-in refuses the same file
-    rc, out = run_tool('tools/test.py', SEG_CFG, note, '--work-dir',
-                       tmp_path / 'test2', *eval_overrides(demo_root))
-    assert rc == 2, out[-3000:]
+    # the opt-in does not outlive its run: a fresh process refuses the file
+    # (mmengine's loader, as the tools' Runner calls it)
+    rc, out = run_tool(
+        '-c', 'import sys, mmvit3; from mmengine.runner import '
+        'CheckpointLoader; CheckpointLoader.load_checkpoint(sys.argv[1])',
+        note)
+    assert rc != 0 and 'UnsafeCheckpointError' in out, out[-3000:]
     assert f'Refused to load {note}' in out and '_helpers.TrainingNote' in out
     assert '--trust-checkpoint' in out
 
@@ -174,9 +178,14 @@ def test_trust_opt_in_loads_a_harmless_object_for_that_run_only(
 # 2. resume after SIGKILL; 3. determinism
 
 
-def kill_after_checkpoint(cmd, work: Path) -> str:
-    """Run ``cmd`` and SIGKILL it once it has saved a checkpoint and logged
-    a later iteration; returns its output."""
+@pytest.fixture(scope='module')
+def killed(demo_root, tmp_path_factory):
+    """A run like the reference one, killed with SIGKILL once it has saved a
+    checkpoint and logged a later iteration: (work dir, its command, the
+    iteration of the last checkpoint, its output)."""
+    work = tmp_path_factory.mktemp('killed')
+    cmd = [sys.executable, 'tools/train.py', SEG_CFG, '--work-dir', str(work),
+           '--cfg-options', *run_overrides(demo_root)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=tool_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -185,8 +194,8 @@ def kill_after_checkpoint(cmd, work: Path) -> str:
         for line in proc.stdout:
             lines.append(line)
             logged = re.search(r'Iter\(train\) \[\s*(\d+)/', line)
-            if logged and (work / 'last_checkpoint').is_file() and \
-                    int(logged.group(1)) > 2:
+            if logged and int(logged.group(1)) > 2 and \
+                    (work / 'last_checkpoint').is_file():
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait(timeout=TIMEOUT)
@@ -194,22 +203,28 @@ def kill_after_checkpoint(cmd, work: Path) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL, ''.join(lines)[-3000:]
-    return ''.join(lines)
+    out = ''.join(lines)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    last = (work / 'last_checkpoint').read_text().strip()
+    saved = int(re.search(r'iter_(\d+)\.pth$', last).group(1))
+    return work, cmd, saved, out
+
+
+def test_seeded_deterministic_runs_repeat_their_losses(reference, killed):
+    work = killed[0]
+    first = [r['loss'] for r in train_log(reference)]
+    again = [r['loss'] for r in train_log(work)]
+    assert len(again) >= 2, killed[3][-3000:]
+    assert again == first[:len(again)]
+    assert len(set(first)) == len(first)  # the losses do change as it trains
 
 
 def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_state(
-        reference, demo_root, tmp_path):
-    work = tmp_path / 'work'
-    cmd = [sys.executable, 'tools/train.py', SEG_CFG, '--work-dir', str(work),
-           '--cfg-options', *run_overrides(demo_root)]
-    out = kill_after_checkpoint(cmd, work)
-    last = (work / 'last_checkpoint').read_text().strip()
-    saved = int(re.search(r'iter_(\d+)\.pth$', last).group(1))
+        reference, killed, demo_root, tmp_path):
+    work, cmd, saved, out = killed
     assert 2 <= saved < MAX_ITERS, out[-3000:]
+    assert f'Iter(train) [{saved + 1}/{MAX_ITERS}]' in out  # killed mid-way
     assert not (work / f'iter_{MAX_ITERS}.pth').exists()
-    killed_log = train_log(work)
-    assert killed_log[-1]['step'] > saved  # it was killed mid-way
 
     rc, out = run_tool(*cmd[1:], '--resume')
     assert rc == 0, out[-5000:]
@@ -229,36 +244,24 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_state(
     assert len(final['optimizer']['state']) == len(ref['optimizer']['state'])
     assert final['optimizer']['param_groups'] == \
         ref['optimizer']['param_groups']  # lr, initial_lr, betas, ...
-    # schedulers: same position and learning rates as the uninterrupted run
-    assert [s['last_step'] for s in final['param_schedulers']] == \
-        [s['last_step'] for s in ref['param_schedulers']] == \
-        [MAX_ITERS] * len(ref['param_schedulers'])
-    assert [s['_last_lr'] for s in final['param_schedulers']] == \
-        [s['_last_lr'] for s in ref['param_schedulers']]
+    # schedulers (warm-up, then poly from iteration 30): the same state
+    assert len(final['param_schedulers']) == len(ref['param_schedulers'])
+    for got, want in zip(final['param_schedulers'], ref['param_schedulers']):
+        assert got['_global_step'] == want['_global_step'] == MAX_ITERS
+        assert got['last_step'] == want['last_step']
+        assert got['_last_value'] == want['_last_value']
+    assert final['param_schedulers'][0]['last_step'] == MAX_ITERS
     assert resumed_log[-1]['lr'] == train_log(reference)[-1]['lr']
 
     # the resumed checkpoint also starts a new run as load_from (safe load)
+    ckpt = work / f'iter_{MAX_ITERS}.pth'
     rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir',
                        tmp_path / 'load_from', '--cfg-options',
-                       f'load_from={work}/iter_{MAX_ITERS}.pth',
+                       f'load_from={ckpt}',
                        *run_overrides(demo_root, max_iters=1))
     assert rc == 0, out[-5000:]
-    assert f'Load checkpoint from {work}/iter_{MAX_ITERS}.pth' in out
-    assert 'resumed' not in out
-
-
-def test_seeded_deterministic_runs_repeat_their_losses(reference, demo_root,
-                                                       tmp_path):
-    iters = 3
-    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', tmp_path,
-                       '--cfg-options',
-                       *run_overrides(demo_root, max_iters=iters))
-    assert rc == 0, out[-5000:]
-    first = [r['loss'] for r in train_log(reference)[:iters]]
-    again = [r['loss'] for r in train_log(tmp_path)]
-    assert len(again) == iters
-    assert again == first
-    assert len(set(first)) == iters  # the losses do change as it trains
+    assert f'Load checkpoint from {ckpt}' in out
+    assert 'resumed epoch' not in out
 
 
 # --------------------------------------------------------------------------
@@ -276,7 +279,7 @@ def test_cpu_distributed_config():
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'
     assert adapt_to_cpu_distributed(cfg, cuda=False)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
-    assert 'SyncBN' not in cfg.pretty_text
+    assert 'SyncBN' not in str(cfg.model)
     assert cfg.model.decode_head.norm_cfg.type == 'BN'
     assert cfg.model.auxiliary_head.norm_cfg.type == 'BN'
     assert cfg.model_wrapper_cfg.device_ids is None

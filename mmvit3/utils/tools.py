@@ -135,8 +135,9 @@ def adapt_to_cpu_distributed(cfg: Config,
     without device ids. Logs what it changed; a no-op with CUDA.
 
     With plain BN, each process normalises its batches with its own
-    statistics; DDP broadcasts rank 0's running statistics at every forward
-    (``broadcast_buffers=True``), so the saved statistics are rank 0's.
+    statistics; DDP (torch's default, unlike mmengine's) broadcasts rank
+    0's running statistics at every forward, so the saved statistics are
+    rank 0's.
 
     Args:
         cfg (Config): The config, changed in place.
@@ -166,11 +167,12 @@ def adapt_to_cpu_distributed(cfg: Config,
     swapped = _replace_sync_norms(cfg.model)
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
-        broadcast_buffers=True,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None  # CPU modules take no device ids
     cfg.model_wrapper_cfg = wrapper
     cfg.pop('sync_bn', None)
+    if int(os.environ.get('RANK', 0)) != 0:
+        return True  # said once, by the first process
     print_log(
         f'No CUDA: distributed run on CPU with the gloo backend (the config '
         f'asked for {old!r})' +
