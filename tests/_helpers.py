@@ -104,3 +104,13 @@ class TrainingNote:
 
     def __init__(self, text: str):
         self.text = text
+
+
+class Explosive:
+    """Unpickling this runs a command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))

@@ -2,13 +2,13 @@
 with its pickled config object, safe refusal, opt-in, conversion, and the
 released detection layout."""
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _helpers import Explosive
 from mmengine.logging import MMLogger
 
 from mmvit3 import UnsafeCheckpointError, ViT3
@@ -22,16 +22,6 @@ from convert_checkpoint import convert  # noqa: E402
 
 class FakeCfgNode(dict):
     """Stands for the yacs CfgNode the authors pickle in their files."""
-
-
-class Explosive:
-    """Unpickling this runs a command that leaves a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
 
 
 def classification_layout(arch='tiny', seed=0):

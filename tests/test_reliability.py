@@ -7,8 +7,8 @@ two processes (gloo) that hold identical weights.
 
 The tools run as subprocesses on a tiny data set (64 px images, batch 2,
 no dataloader workers: with workers the data order would also need their
-seeding); one uninterrupted 4-iteration run and one killed run are shared by the
-tests.
+seeding); one uninterrupted 4-iteration run and one killed run are shared
+by the tests.
 """
 import os
 import pickle
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import (ROOT, SEG_CFG, TIMEOUT, TrainingNote, loader_overrides,
-                      run_tool, seg_data_overrides, tool_env, train_log)
+from _helpers import (ROOT, SEG_CFG, TIMEOUT, Explosive, TrainingNote,
+                      loader_overrides, run_tool, seg_data_overrides,
+                      tool_env, train_log)
 from mmengine.config import Config
 
 from mmvit3 import UnsafeCheckpointError, load_checkpoint_file
@@ -67,16 +68,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-class Explosive:
-    """Unpickling this runs a command that leaves a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}', ))
 
 
 def with_extra(src: Path, dst: Path, obj) -> Path:
@@ -332,3 +323,27 @@ def test_dist_train_two_cpu_processes_hold_identical_weights(
     changed = [n for n in a if not torch.equal(a[n], ranks[0]['initial'][n])]
     assert len(changed) > len(a) // 2
     assert (work / 'iter_2.pth').is_file()
+
+
+def test_slurm_train_script_starts_one_task_per_gpu(tmp_path):
+    """tools/slurm_train.sh hands srun the task layout and tools/train.py
+    --launcher slurm (srun itself stood in for by a script that records its
+    arguments)."""
+    record = tmp_path / 'srun_args'
+    srun = tmp_path / 'bin' / 'srun'
+    srun.parent.mkdir()
+    srun.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    srun.chmod(0o755)
+    env = tool_env(PATH=f'{srun.parent}{os.pathsep}{os.environ["PATH"]}',
+                   GPUS='16', GPUS_PER_NODE='8', SRUN_ARGS='--time=1:00:00')
+    proc = subprocess.run(
+        ['bash', 'tools/slurm_train.sh', 'gpu', 'vit3', SEG_CFG, '--resume'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = record.read_text().splitlines()
+    assert args[:2] == ['-p', 'gpu']
+    for expected in ('--job-name=vit3', '--gres=gpu:8', '--ntasks=16',
+                     '--ntasks-per-node=8', '--time=1:00:00'):
+        assert expected in args
+    assert args[-4:] == [SEG_CFG, '--launcher', 'slurm', '--resume']
+    assert args[-5].endswith('tools/train.py')

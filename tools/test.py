@@ -25,8 +25,8 @@ import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
 from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
-from mmvit3.utils.tools import (add_common_args, apply_common_args,  # noqa: E402
-                                config_scope, run_runner)
+from mmvit3.utils.tools import (  # noqa: E402
+    add_common_args, apply_common_args, config_scope, run_runner)
 
 TOOL = 'tools/test.py'
 PKL = ('.pkl', '.pickle')

@@ -23,8 +23,8 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
-from mmvit3.utils.tools import (add_common_args, apply_common_args,  # noqa: E402
-                                config_scope, run_runner)
+from mmvit3.utils.tools import (  # noqa: E402
+    add_common_args, apply_common_args, config_scope, run_runner)
 
 TOOL = 'tools/train.py'
 
