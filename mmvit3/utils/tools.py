@@ -170,7 +170,7 @@ def adapt_to_cpu_distributed(cfg: Config,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None  # CPU modules take no device ids
     cfg.model_wrapper_cfg = wrapper
-    cfg.pop('sync_bn', None)
+    sync_bn = cfg.pop('sync_bn', None)  # converting BN to SyncBN: off
     if int(os.environ.get('RANK', 0)) != 0:
         return True  # said once, by the first process
     print_log(
@@ -178,7 +178,8 @@ def adapt_to_cpu_distributed(cfg: Config,
         f'asked for {old!r})' +
         (f'; {swapped} SyncBN layer config(s) use BN instead (per-process '
          f'statistics, running statistics broadcast from rank 0)'
-         if swapped else '') + '.',
+         if swapped else '') +
+        (f'; sync_bn={sync_bn!r} ignored' if sync_bn else '') + '.',
         logger='current', level=logging.WARNING)
     return True
 
