@@ -73,21 +73,6 @@ def official_file(tmp_path):
     return path, ckpt
 
 
-@pytest.fixture
-def log_lines():
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    handler = Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
-
-
 def assert_loaded(model, weights):
     sd = model.state_dict()
     for k, v in weights.items():

@@ -24,7 +24,9 @@ import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.datasets import use_checked_image_loading  # noqa: E402
+from mmvit3.utils import (DatasetNotFoundError, check_data,  # noqa: E402
+                          explain_unknown_types)
 
 SCOPES = ('mmdet', 'mmseg')
 PKL = ('.pkl', '.pickle')
@@ -216,13 +218,15 @@ def main(argv=None):
     except DatasetNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
+    use_checked_image_loading(cfg)  # bad image files: an error naming them
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        import importlib
-        runners = importlib.import_module(f'{scope}.registry').RUNNERS
-        runner = runners.build(cfg)
+    with explain_unknown_types(cfg):  # a misspelt type: registry, close names
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            import importlib
+            runners = importlib.import_module(f'{scope}.registry').RUNNERS
+            runner = runners.build(cfg)
 
     # dump predictions through a dummy metric, as mmdet's tools/test.py
     if args.out is not None and args.out.endswith(PKL):
@@ -232,7 +236,8 @@ def main(argv=None):
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
 
-    runner.test()
+    with explain_unknown_types(cfg):
+        runner.test()
     return 0
 
 

@@ -22,7 +22,9 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.datasets import use_checked_image_loading  # noqa: E402
+from mmvit3.utils import (AmpUnavailableError, DatasetNotFoundError,  # noqa: E402
+                          check_amp, check_data, explain_unknown_types)
 
 SCOPES = ('mmdet', 'mmseg')
 
@@ -158,18 +160,21 @@ def main(argv=None):
         splits.append('val')
     try:
         check_data(cfg, splits)
-    except DatasetNotFoundError as e:
+        check_amp(cfg)
+    except (DatasetNotFoundError, AmpUnavailableError) as e:
         print(e, file=sys.stderr)
         return 2
+    use_checked_image_loading(cfg)  # bad image files: error, or skip_bad_images
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        import importlib
-        runners = importlib.import_module(f'{scope}.registry').RUNNERS
-        runner = runners.build(cfg)
+    with explain_unknown_types(cfg):  # a misspelt type: registry, close names
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            import importlib
+            runners = importlib.import_module(f'{scope}.registry').RUNNERS
+            runner = runners.build(cfg)
 
-    runner.train()
+        runner.train()
     return 0
 
 
