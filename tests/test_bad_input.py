@@ -9,6 +9,7 @@ Covered elsewhere: a missing data root or annotation file
 (test_demo_pipeline.py), a checkpoint for another arch and an unknown arch
 (test_checkpoint.py, test_vit3.py; here only through a config).
 """
+import copy
 import json
 
 import cv2
@@ -262,7 +263,7 @@ def test_dataset_with_bad_files(tmp_path, log_lines):
         'train_dataloader.dataset.data_root': f'{root}/',
         'train_dataloader.dataset.pipeline.2.scale': (64, 64),
     })
-    pristine = cfg.copy()
+    pristine = copy.deepcopy(cfg)
 
     assert use_checked_image_loading(cfg) == 3  # train, val, test
     dataset = build(cfg, 'DATASETS', cfg.train_dataloader.dataset)
@@ -318,22 +319,26 @@ def test_train_tool_stops_at_a_bad_image_or_skips_it(tmp_path):
     _break_images(root, images / 'train_00000.jpg', images / 'train_00001.jpg')
     args = [
         'tools/train.py', SEG_CFG, '--work-dir', tmp_path / 'work',
-        '--cfg-options', 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
+        '--cfg-options', 'train_cfg.max_iters=1', 'val_cfg=None',
+        'val_dataloader=None', 'val_evaluator=None',
         'default_hooks.checkpoint.interval=1',
         'default_hooks.checkpoint.save_optimizer=False',
-        'train_dataloader.batch_size=1', 'train_dataloader.sampler.shuffle=False',
-        *_loader_overrides('', num_workers=0, persistent_workers=False),
-        *_loader_overrides('dataset.', data_root=f'{root}/ade/')
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'train_dataloader.sampler.shuffle=False',
+        f'train_dataloader.dataset.data_root={root}/ade/'
     ]
     rc, out = _run(*args)
     assert rc != 0
     assert f'Bad image file {images / "train_00000.jpg"}' in out, out[-3000:]
     assert 'truncated JPEG' in out and 'skip_bad_images=True' in out
+    assert not (tmp_path / 'work' / 'iter_1.pth').exists()
 
     rc, out = _run(*args, 'skip_bad_images=True')
     assert rc == 0, out[-3000:]
     assert f'Skipped bad image file {images / "train_00000.jpg"}' in out
-    assert 'mIoU' in out
+    assert f'Skipped bad image file {images / "train_00001.jpg"}' in out
+    assert (tmp_path / 'work' / 'iter_1.pth').is_file()
 
 
 # --------------------------------------------------------------------------

@@ -240,6 +240,8 @@ def _replace_loaders(node: Any, skip: bool) -> int:
             node['type'] = CHECKED_LOADER
             node['skip_bad_images'] = skip
             count += 1
+        elif node.get('type') in (CHECKED_LOADER, LoadImageFromFileChecked):
+            node.setdefault('skip_bad_images', skip)  # explicit wins
         for key, value in node.items():
             if key != 'type' and isinstance(value, (list, tuple, dict)):
                 count += _replace_loaders(value, skip)
