@@ -23,6 +23,7 @@ import pytest
 import torch
 from _helpers import (DET_CFG, SEG_CFG, demo_cfg, demo_model, det_sample,
                       seg_sample)
+from test_fast_path import bias_before_train_bn, rel_err
 
 from mmvit3 import ViT3
 from mmvit3.models.ttt_fast import TTTInnerFunction, ttt_inner_fast
@@ -48,21 +49,9 @@ FAST_PATH_AUTOCAST_BACKWARD = pytest.mark.xfail(
 FAST_PATHS = [pytest.param(True, marks=FAST_PATH_AUTOCAST_BACKWARD), False]
 
 
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 def cosine(a, b):
     return torch.nn.functional.cosine_similarity(
         a.double().flatten(), b.double().flatten(), dim=0).item()
-
-
-def zero_grad_by_construction(model):
-    """Conv biases followed by a training-mode BatchNorm."""
-    return {f'{n}.conv.bias' for n, m in model.named_modules()
-            if isinstance(getattr(m, 'norm', None), torch.nn.BatchNorm2d)
-            and m.norm.training and getattr(m.conv, 'bias', None) is not None}
 
 
 def backbone_step(model, x, device, dtype):
@@ -95,7 +84,7 @@ def test_backbone_training_step_under_autocast(device, dtype, fast_path):
         assert torch.isfinite(o).all(), i
         assert rel_err(o, r) < OUT_RTOL, (i, rel_err(o, r))
     assert grads.keys() == ref_grads.keys()
-    zero = zero_grad_by_construction(model)
+    zero = bias_before_train_bn(model)
     for name, g in grads.items():
         assert torch.isfinite(g).all(), name
         if name not in zero:
@@ -144,9 +133,8 @@ def test_inner_step_runs_in_float32_under_autocast(device, dtype, monkeypatch):
     torch.testing.assert_close(grad_qkv, ref_grad.to(dtype), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('fast_path', FAST_PATHS)
 @pytest.mark.parametrize('config', [DET_CFG, SEG_CFG])
-def test_demo_model_training_step_under_bf16_autocast(config, fast_path):
+def test_demo_model_training_step_under_bf16_autocast(config):
     """Mask R-CNN and UperNet of the demo configs, two 64x64 images: one
     training step under CPU bfloat16 autocast against float32. UperNet runs
     whole under autocast; Mask R-CNN runs its backbone and FPN under it and
@@ -154,7 +142,9 @@ def test_demo_model_training_step_under_bf16_autocast(config, fast_path):
     bfloat16 kernels ("expected scalar type Float but found BFloat16")."""
     det = config == DET_CFG
     model = demo_model(demo_cfg(config)).train()
-    model.backbone.set_fast_path(fast_path)
+    # the plain path until the fast path's backward works under autocast
+    # (see FAST_PATH_AUTOCAST_BACKWARD); then this line goes
+    model.backbone.set_fast_path(False)
     samples = [(det_sample if det else seg_sample)(64, 64, seed=s)
                for s in (0, 1)]
     extract_feat = model.extract_feat
