@@ -1,7 +1,6 @@
 """Loading the authors' released files (spec §5): the classification layout
 with its pickled config object, safe refusal, opt-in, conversion, and the
 released detection layout."""
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers import Explosive
-from mmengine.logging import MMLogger
 
 from mmvit3 import UnsafeCheckpointError, ViT3
 from mmvit3.models.checkpoint import (CheckpointMismatchError,
@@ -61,21 +59,6 @@ def official_file(tmp_path):
     path = tmp_path / 'h_vittt_tiny.pth'
     torch.save(ckpt, path)
     return path, ckpt
-
-
-@pytest.fixture
-def log_lines():
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    handler = Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def assert_loaded(model, weights):

@@ -13,11 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides, load_tool,
-                      loader_overrides, run_tool, seg_data_overrides,
-                      short_run_overrides)
+                      loader_overrides, make_demo_data, run_tool,
+                      seg_data_overrides, short_run_overrides)
 from mmengine.config import Config
-
-make_demo_data = load_tool('make_demo_data')
 
 
 def _tree_digest(root: Path):

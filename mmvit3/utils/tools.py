@@ -4,7 +4,8 @@
 (:func:`add_common_args`, :func:`apply_common_args`), distributed runs on
 machines without CUDA (:func:`adapt_to_cpu_distributed`), building the
 Runner (:func:`build_runner`) and running it with the checkpoint-safety
-policy of the run (:func:`run_runner`).
+policy of the run and clear messages for bad images, misspelt types and
+mixed precision without a GPU (:func:`run_runner`).
 """
 import argparse
 import copy
@@ -21,8 +22,10 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from ..datasets import use_checked_image_loading
 from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
+from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 
 #: Launchers of ``--launcher`` (mmengine's ``init_dist``).
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -239,11 +242,20 @@ def run_runner(cfg: Config,
                prepare: Optional[Callable[[Runner], None]] = None) -> int:
     """Build the Runner and run ``mode`` (``'train'`` or ``'test'``) with
     the run's checkpoint policy: safe loading unless the user opted in
-    (:func:`wants_trust`), for this run only. A refused checkpoint is a
-    message on stderr and exit status 2, not a traceback.
+    (:func:`wants_trust`), for this run only.
+
+    Before building, image loading is checked
+    (:func:`~mmvit3.datasets.use_checked_image_loading`: a bad image file
+    is an error naming it, or skipped in training with the config's
+    ``skip_bad_images``) and, for training, mixed precision on a machine
+    without a GPU is refused (:func:`~mmvit3.utils.errors.check_amp`). A
+    refused checkpoint or mixed-precision request is a message on stderr
+    and exit status 2, not a traceback; a misspelt ``type`` in the config
+    raises :class:`~mmvit3.utils.errors.UnknownTypeError` naming the
+    registry and close registered names.
 
     Args:
-        cfg (Config): The config.
+        cfg (Config): The config (its pipelines are changed in place).
         args (argparse.Namespace): The tool's arguments.
         mode (str): The Runner method to call.
         prepare (callable, optional): Called with the Runner before it runs.
@@ -252,13 +264,17 @@ def run_runner(cfg: Config,
     Returns:
         int: The tool's exit status.
     """
+    use_checked_image_loading(cfg)
     try:
-        with trust_checkpoints(wants_trust(args, cfg)):
+        if mode == 'train':
+            check_amp(cfg)
+        with explain_unknown_types(cfg), \
+                trust_checkpoints(wants_trust(args, cfg)):
             runner = build_runner(cfg)
             if prepare is not None:
                 prepare(runner)
             getattr(runner, mode)()
-    except UnsafeCheckpointError as err:
+    except (UnsafeCheckpointError, AmpUnavailableError) as err:
         print(err, file=sys.stderr)
         return 2
     return 0
