@@ -39,7 +39,6 @@ decode head, no final resize) on 1x3x512x2048, and its parameters exclude the
 auxiliary head. Nothing is read from disk but the config: the model is built
 from the registry without ``init_weights`` (no pretrained file, no dataset).
 """
-import copy
 import importlib
 from collections import Counter
 from contextlib import contextmanager, nullcontext
@@ -56,7 +55,14 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 
-#: Default input ``(h, w)`` per task (spec §6).
+from .utils.tools import config_scope, load_config
+
+__all__ = ['DEFAULT_SHAPES', 'FAST_PATH_HANDLES', 'Complexity',
+           'analyze_config', 'analyze_model', 'build_model', 'config_scope',
+           'format_count', 'load_config', 'make_flop_analyzer', 'plain_path']
+
+#: Default input ``(h, w)`` per library (``mmvit3.registration.SCOPES``;
+#: spec §6).
 DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
     'mmdet': (800, 1280),
     'mmseg': (512, 2048),
@@ -171,26 +177,6 @@ class _TensorForward(nn.Module):
 
     def forward(self, inputs: torch.Tensor):
         return self.model(inputs, self.data_samples, mode='tensor')
-
-
-def load_config(config: Union[str, Config],
-                cfg_options: Optional[dict] = None) -> Config:
-    """Read a config file (or copy a :class:`Config`) and merge overrides."""
-    cfg = (copy.deepcopy(config) if isinstance(config, Config) else
-           Config.fromfile(config))
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
-def config_scope(cfg: Config) -> str:
-    """``'mmdet'`` or ``'mmseg'``: the library a config belongs to."""
-    scope = cfg.get('default_scope')
-    if scope not in DEFAULT_SHAPES:
-        raise ValueError(f'Unsupported default_scope {scope!r} in '
-                         f'{cfg.filename}; expected one of '
-                         f'{sorted(DEFAULT_SHAPES)}')
-    return scope
 
 
 def build_model(cfg: Config) -> nn.Module:

@@ -1,6 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Puts the ViT3 backbone into the MMDetection and MMSegmentation model
-registries, each only if that library is installed."""
+registries, and the checked image loader into their transform registries,
+each only if that library is installed."""
 import importlib
 import importlib.util
 import logging
@@ -8,27 +9,43 @@ from typing import List
 
 from mmengine.logging import print_log
 
+from .datasets import CHECKED_LOADER, LoadImageFromFileChecked
 from .models import ViT3
 
-#: The libraries whose ``<scope>.registry.MODELS`` receives ViT3.
+#: The libraries whose ``<scope>.registry`` receives mmvit3's classes.
 SCOPES = ('mmdet', 'mmseg')
+
+
+def _register(registry_name: str, name: str, cls: type) -> List[str]:
+    """Register ``cls`` as ``name`` in every installed library's
+    ``<scope>.registry.<registry_name>``; returns the scopes it is
+    registered in. Leaves (with a warning) another class of that name in
+    place. Idempotent."""
+    registered = []
+    for scope in SCOPES:
+        if importlib.util.find_spec(scope) is None:
+            continue
+        registry = getattr(importlib.import_module(f'{scope}.registry'),
+                           registry_name)
+        existing = registry.module_dict.get(name)
+        if existing is None:
+            registry.register_module(name=name, module=cls)
+        elif existing is not cls:
+            print_log(f'{scope}.registry.{registry_name} already holds another '
+                      f'{name!r} ({existing.__module__}); mmvit3 left it in '
+                      f'place', logger='current', level=logging.WARNING)
+            continue
+        registered.append(scope)
+    return registered
 
 
 def register_models() -> List[str]:
     """Register :class:`ViT3` as ``'ViT3'`` in every installed library's
     ``MODELS``; returns the scopes it is registered in. Idempotent."""
-    registered = []
-    for scope in SCOPES:
-        if importlib.util.find_spec(scope) is None:
-            continue
-        registry = importlib.import_module(f'{scope}.registry').MODELS
-        existing = registry.module_dict.get('ViT3')
-        if existing is None:
-            registry.register_module(name='ViT3', module=ViT3)
-        elif existing is not ViT3:
-            print_log(f"{scope}.registry.MODELS already holds another 'ViT3' "
-                      f'({existing.__module__}); mmvit3 left it in place',
-                      logger='current', level=logging.WARNING)
-            continue
-        registered.append(scope)
-    return registered
+    return _register('MODELS', 'ViT3', ViT3)
+
+
+def register_transforms() -> List[str]:
+    """Register :class:`~mmvit3.datasets.LoadImageFromFileChecked` in every
+    installed library's ``TRANSFORMS``; returns the scopes. Idempotent."""
+    return _register('TRANSFORMS', CHECKED_LOADER, LoadImageFromFileChecked)

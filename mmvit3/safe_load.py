@@ -28,16 +28,43 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
 
 #: Set by :func:`trust_checkpoints` (the tools' ``--trust-checkpoint`` flag
-#: or a config's ``trust_checkpoint = True``): every file loaded afterwards in
-#: this process is unpickled in full.
+#: or a config's ``trust_checkpoint = True``): every file loaded while it is
+#: on is unpickled in full.
 _TRUST_ALL = False
 
 
-def trust_checkpoints(enabled: bool = True) -> None:
-    """Opt this process in to fully unpickling the checkpoints it loads
-    (only for files you trust: unpickling can run code from the file)."""
-    global _TRUST_ALL
-    _TRUST_ALL = bool(enabled)
+class trust_checkpoints:  # noqa: N801  (used like a function)
+    """Opt in to fully unpickling the checkpoints loaded in this process (only
+    for files you trust: unpickling can run code from the file).
+
+    Called, it switches the opt-in on (or off) for the rest of the process.
+    As a context manager it holds only for the block and restores the
+    previous setting on exit, so that nothing loaded afterwards is trusted
+    by accident (the tools use it this way)::
+
+        with trust_checkpoints(args.trust_checkpoint):
+            runner.train()
+
+    Args:
+        enabled (bool): Trust the files loaded. Defaults to True.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        global _TRUST_ALL
+        self._previous = _TRUST_ALL
+        _TRUST_ALL = bool(enabled)
+
+    def __enter__(self) -> 'trust_checkpoints':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        global _TRUST_ALL
+        _TRUST_ALL = self._previous
+
+
+def checkpoints_trusted() -> bool:
+    """Whether :func:`trust_checkpoints` is on in this process."""
+    return _TRUST_ALL
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:

@@ -1,15 +1,13 @@
 """Loading the authors' released files (spec §5): the classification layout
 with its pickled config object, safe refusal, opt-in, conversion, and the
 released detection layout."""
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
+from _helpers import Explosive
 
 from mmvit3 import UnsafeCheckpointError, ViT3
 from mmvit3.models.checkpoint import (CheckpointMismatchError,
@@ -22,16 +20,6 @@ from convert_checkpoint import convert  # noqa: E402
 
 class FakeCfgNode(dict):
     """Stands for the yacs CfgNode the authors pickle in their files."""
-
-
-class Explosive:
-    """Unpickling this runs a command that leaves a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
 
 
 def classification_layout(arch='tiny', seed=0):
@@ -71,21 +59,6 @@ def official_file(tmp_path):
     path = tmp_path / 'h_vittt_tiny.pth'
     torch.save(ckpt, path)
     return path, ckpt
-
-
-@pytest.fixture
-def log_lines():
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    handler = Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def assert_loaded(model, weights):

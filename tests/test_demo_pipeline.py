@@ -7,46 +7,15 @@ Runs tools as subprocesses from the repository root, as a user would (each
 spends a few seconds importing mmdet / mmseg).
 """
 import hashlib
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides, load_tool,
+                      loader_overrides, make_demo_data, run_tool,
+                      seg_data_overrides, short_run_overrides)
 from mmengine.config import Config
-
-ROOT = Path(__file__).resolve().parents[1]
-DET_CFG = 'configs/demo/mask_rcnn_vit3_demo.py'
-SEG_CFG = 'configs/demo/upernet_vit3_demo.py'
-TIMEOUT = 600
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_demo_data = _load_tool('make_demo_data')
-
-
-def _run(*args):
-    # one thread: these runs are tiny, and on a busy machine a second thread
-    # mostly waits for the first
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
-    proc = subprocess.run([sys.executable, *map(str, args)],
-                          cwd=ROOT,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=TIMEOUT)
-    return proc.returncode, proc.stdout
 
 
 def _tree_digest(root: Path):
@@ -54,46 +23,6 @@ def _tree_digest(root: Path):
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob('*')) if p.is_file()
     }
-
-
-@pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp('data') / 'demo'
-    make_demo_data.make_demo_data(
-        str(out), seed=0, num_train=4, num_val=2, size=64)
-    return out
-
-
-def _loader_overrides(prefix, **values):
-    return [f'{split}_dataloader.{prefix}{k}={v}'
-            for split in ('train', 'val', 'test') for k, v in values.items()]
-
-
-def _short_run_overrides():
-    """Two iterations, no worker processes, light checkpoints."""
-    return [
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-        'default_hooks.checkpoint.interval=2',
-        'default_hooks.checkpoint.save_optimizer=False',
-        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
-        *_loader_overrides('', num_workers=0, persistent_workers=False)
-    ]
-
-
-def _det_data_overrides(root: Path):
-    ann = root / 'annotations' / 'instances_val.json'
-    return [
-        *_loader_overrides('dataset.', data_root=f'{root}/'),
-        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-        # 128 px instead of 256: four times cheaper
-        'train_dataloader.dataset.pipeline.2.scale=(128,128)',
-        'val_dataloader.dataset.pipeline.1.scale=(128,128)',
-        'test_dataloader.dataset.pipeline.1.scale=(128,128)',
-    ]
-
-
-def _seg_data_overrides(root: Path):
-    return _loader_overrides('dataset.', data_root=f'{root}/ade/')
 
 
 # --------------------------------------------------------------------------
@@ -148,9 +77,9 @@ def test_make_demo_data_layout(demo_root):
 
 def test_missing_dataset_message_names_path_and_demo(tmp_path):
     missing = tmp_path / 'no_such_coco'
-    rc, out = _run('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'w',
-                   '--cfg-options',
-                   *_loader_overrides('dataset.', data_root=f'{missing}/'))
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'w',
+                       '--cfg-options',
+                       *loader_overrides('dataset.', data_root=f'{missing}/'))
     assert rc == 2, out
     assert str(missing) in out
     assert 'make_demo_data.py' in out
@@ -224,19 +153,19 @@ def test_missing_ade_message():
 
 def test_detection_demo_train_and_test(demo_root, tmp_path):
     work = tmp_path / 'det'
-    data = _det_data_overrides(demo_root)
-    rc, out = _run('tools/train.py', DET_CFG, '--work-dir', work,
-                   '--cfg-options', *_short_run_overrides(), *data)
+    data = det_data_overrides(demo_root)
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', work,
+                       '--cfg-options', *short_run_overrides(), *data)
     assert rc == 0, out[-5000:]
     ckpt = work / 'iter_2.pth'
     assert ckpt.is_file(), out[-3000:]
     assert 'coco/bbox_mAP' in out  # evaluated at the end of training
 
     dump = tmp_path / 'det_results.pkl'
-    rc, out = _run('tools/test.py', DET_CFG, ckpt, '--work-dir',
-                   tmp_path / 'det_test', '--out', dump, '--cfg-options',
-                   *_loader_overrides('', num_workers=0,
-                                      persistent_workers=False), *data)
+    rc, out = run_tool('tools/test.py', DET_CFG, ckpt, '--work-dir',
+                       tmp_path / 'det_test', '--out', dump, '--cfg-options',
+                       *loader_overrides('', num_workers=0,
+                                         persistent_workers=False), *data)
     assert rc == 0, out[-5000:]
     assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out
     assert 'bbox_mAP_copypaste' in out
@@ -245,41 +174,42 @@ def test_detection_demo_train_and_test(demo_root, tmp_path):
 
 def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
     work = tmp_path / 'seg'
-    data = _seg_data_overrides(demo_root)
-    short = [o for o in _short_run_overrides() if 'save_optimizer' not in o]
-    rc, out = _run('tools/train.py', SEG_CFG, '--work-dir', work,
-                   '--cfg-options', *short, *data)
+    data = seg_data_overrides(demo_root)
+    short = [o for o in short_run_overrides() if 'save_optimizer' not in o]
+    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work,
+                       '--cfg-options', *short, *data)
     assert rc == 0, out[-5000:]
     assert (work / 'iter_2.pth').is_file(), out[-3000:]
     assert 'mIoU' in out
 
     # --resume without a value: the latest checkpoint in the work dir
-    rc, out = _run('tools/train.py', SEG_CFG, '--work-dir', work, '--resume',
-                   '--cfg-options', *short, 'train_cfg.max_iters=3', *data)
+    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work,
+                       '--resume', '--cfg-options', *short,
+                       'train_cfg.max_iters=3', *data)
     assert rc == 0, out[-5000:]
     assert 'resumed' in out.lower() and 'iter: 2' in out, out[-3000:]
     ckpt = work / 'iter_3.pth'
     assert ckpt.is_file(), out[-3000:]
 
-    rc, out = _run('tools/test.py', SEG_CFG, ckpt, '--work-dir',
-                   tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
-                   '--cfg-options',
-                   *_loader_overrides('', num_workers=0,
-                                      persistent_workers=False), *data)
+    rc, out = run_tool('tools/test.py', SEG_CFG, ckpt, '--work-dir',
+                       tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
+                       '--cfg-options',
+                       *loader_overrides('', num_workers=0,
+                                         persistent_workers=False), *data)
     assert rc == 0, out[-5000:]
     assert 'mIoU' in out and 'aAcc' in out
     assert len(list((tmp_path / 'seg_png').glob('*.png'))) == 2
 
 
 def test_test_tool_rejects_missing_checkpoint(tmp_path):
-    rc, out = _run('tools/test.py', SEG_CFG, tmp_path / 'nope.pth')
+    rc, out = run_tool('tools/test.py', SEG_CFG, tmp_path / 'nope.pth')
     assert rc == 2 and 'nope.pth' in out
 
 
 def test_train_flags_edit_config(monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv('LOCAL_RANK', '0')
-    train = _load_tool('train')
+    train = load_tool('train')
     args = train.parse_args([DET_CFG, '--amp', '--auto-scale-lr', '--resume'])
     cfg = train.build_cfg(args)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'

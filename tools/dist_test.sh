@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Distributed testing over torchrun (one process per GPU).
-#   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT, as in MMDetection.
+# Distributed testing: torchrun (python -m torch.distributed.run) starts
+# NPROC processes, one per GPU; without CUDA, CPU processes with the gloo
+# backend (chosen by tools/test.py). PYTHON names the interpreter (default
+# python).
+#   tools/dist_test.sh CONFIG CHECKPOINT NPROC [tools/test.py args...]
+# Several nodes: NNODES, NODE_RANK, MASTER_ADDR and PORT, as tools/dist_train.sh.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
-    echo "usage: $0 CONFIG CHECKPOINT GPUS [tools/test.py args...]" >&2
+    echo "usage: $0 CONFIG CHECKPOINT NPROC [tools/test.py args...]" >&2
     exit 1
 fi
 
 CONFIG=$1
 CHECKPOINT=$2
-GPUS=$3
+NPROC=$3
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
@@ -18,11 +21,11 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS=$(dirname "$0")
 
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
-torchrun \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
+    --nproc_per_node="$NPROC" \
     --master_port="$PORT" \
     "$TOOLS/test.py" \
     "$CONFIG" \

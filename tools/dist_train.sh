@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Distributed training over torchrun (one process per GPU).
-#   tools/dist_train.sh CONFIG GPUS [train.py args...]
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT, as in MMDetection.
+# Distributed training: torchrun (python -m torch.distributed.run) starts
+# NPROC processes, one per GPU; without CUDA, CPU processes with the gloo
+# backend (chosen by tools/train.py). PYTHON names the interpreter (default
+# python).
+#   tools/dist_train.sh CONFIG NPROC [tools/train.py args...]
+# Several nodes: run it on each with NNODES, NODE_RANK (0 .. NNODES-1),
+# MASTER_ADDR (node 0's address) and PORT set alike. Slurm: tools/slurm_train.sh.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-    echo "usage: $0 CONFIG GPUS [tools/train.py args...]" >&2
+    echo "usage: $0 CONFIG NPROC [tools/train.py args...]" >&2
     exit 1
 fi
 
 CONFIG=$1
-GPUS=$2
+NPROC=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
@@ -17,11 +21,11 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS=$(dirname "$0")
 
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
-torchrun \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
+    --nproc_per_node="$NPROC" \
     --master_port="$PORT" \
     "$TOOLS/train.py" \
     "$CONFIG" \

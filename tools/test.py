@@ -5,14 +5,15 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
         [--show] [--show-dir DIR] [--wait-time S] [--tta]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--trust-checkpoint]
 
 ``--out results.pkl`` dumps the predictions (detection: masks RLE-encoded,
 as mmdet's DumpDetResults). For segmentation configs, ``--out DIR`` (not
 ending in .pkl) writes the predicted label maps as PNGs into DIR, as mmseg's
-tools/test.py does. Multi-GPU: ``tools/dist_test.sh CONFIG CKPT GPUS [args]``.
+tools/test.py does. Several processes (GPUs, or CPU processes with gloo when
+there is no CUDA): ``tools/dist_test.sh CONFIG CHECKPOINT NPROC [args]``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -21,12 +22,13 @@ from copy import deepcopy
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
 
 from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.utils.tools import (  # noqa: E402
+    add_common_args, apply_common_args, config_scope, run_runner)
 
-SCOPES = ('mmdet', 'mmseg')
+TOOL = 'tools/test.py'
 PKL = ('.pkl', '.pickle')
 
 
@@ -36,9 +38,6 @@ def parse_args(argv=None):
         '(mmseg)')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
     parser.add_argument(
         '--out',
         type=str,
@@ -55,33 +54,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='fully unpickle the checkpoints this run loads (can run code '
-        'from the file): only for files you trust. Same as '
-        '`trust_checkpoint = True` in the config')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def trigger_visualization_hook(cfg: Config, args, scope: str) -> Config:
@@ -162,23 +137,8 @@ def _seg_tta(cfg: Config) -> Config:
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise SystemExit(
-            f'tools/test.py serves MMDetection and MMSegmentation configs: '
-            f'default_scope must be one of {SCOPES}, got {scope!r}.')
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-
+    cfg = apply_common_args(args, TOOL)
+    scope = config_scope(cfg)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
@@ -200,9 +160,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
-    if args.trust_checkpoint or cfg.get('trust_checkpoint', False):
-        mmvit3.trust_checkpoints()
-    scope = cfg.default_scope
+    scope = config_scope(cfg)
 
     if scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -217,23 +175,16 @@ def main(argv=None):
         print(e, file=sys.stderr)
         return 2
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        import importlib
-        runners = importlib.import_module(f'{scope}.registry').RUNNERS
-        runner = runners.build(cfg)
+    def add_dump_metric(runner):
+        # dump predictions through a dummy metric, as mmdet's tools/test.py
+        if args.out is not None and args.out.endswith(PKL):
+            if scope == 'mmdet':
+                from mmdet.evaluation import DumpDetResults as Dump
+            else:
+                from mmengine.evaluator import DumpResults as Dump
+            runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
 
-    # dump predictions through a dummy metric, as mmdet's tools/test.py
-    if args.out is not None and args.out.endswith(PKL):
-        if scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults as Dump
-        else:
-            from mmengine.evaluator import DumpResults as Dump
-        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-
-    runner.test()
-    return 0
+    return run_runner(cfg, args, 'test', prepare=add_dump_metric)
 
 
 if __name__ == '__main__':

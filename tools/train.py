@@ -4,13 +4,14 @@ backbone; the config's ``default_scope`` decides which.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
         [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
-        [--launcher {none,pytorch,slurm,mpi}]
+        [--launcher {none,pytorch,slurm,mpi}] [--trust-checkpoint]
 
-Multi-GPU: ``tools/dist_train.sh CONFIG GPUS [args]``.
+Several processes (GPUs, or CPU processes with gloo when there is no CUDA):
+``tools/dist_train.sh CONFIG NPROC [args]``; Slurm:
+``tools/slurm_train.sh PARTITION JOB CONFIG [args]``.
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 
@@ -18,20 +19,20 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.utils.tools import (  # noqa: E402
+    add_common_args, apply_common_args, config_scope, run_runner)
 
-SCOPES = ('mmdet', 'mmseg')
+TOOL = 'tools/train.py'
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train a ViT3 detector (mmdet) or segmentor (mmseg)')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -50,61 +51,12 @@ def parse_args(argv=None):
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='fully unpickle the checkpoints this run loads (can run code '
-        'from the file): only for files you trust. Same as '
-        '`trust_checkpoint = True` in the config')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
-    # --local_rank; torchrun sets LOCAL_RANK instead.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
-
-
-def config_scope(cfg: Config) -> str:
-    """``'mmdet'`` or ``'mmseg'``, from the config's ``default_scope``."""
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise SystemExit(
-            f'tools/train.py serves MMDetection and MMSegmentation configs: '
-            f"default_scope must be one of {SCOPES}, got {scope!r}. Configs "
-            f"inheriting mmdet::/mmseg:: bases (or their _base_ "
-            f'default_runtime.py) set it.')
-    return scope
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    config_scope(cfg)
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = apply_common_args(args, TOOL)
 
     # enable automatic-mixed-precision training
     if args.amp:
@@ -144,11 +96,8 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
-    if args.trust_checkpoint or cfg.get('trust_checkpoint', False):
-        mmvit3.trust_checkpoints()
-    scope = config_scope(cfg)
 
-    if scope == 'mmdet':
+    if config_scope(cfg) == 'mmdet':
         # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
@@ -162,15 +111,7 @@ def main(argv=None):
         print(e, file=sys.stderr)
         return 2
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        import importlib
-        runners = importlib.import_module(f'{scope}.registry').RUNNERS
-        runner = runners.build(cfg)
-
-    runner.train()
-    return 0
+    return run_runner(cfg, args, 'train')
 
 
 if __name__ == '__main__':

@@ -119,7 +119,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=max_iters,
-        max_keep_ckpts=1))
+        # mmengine deletes the oldest first: 2 so a kill mid-save leaves one
+        max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=2)
 randomness = dict(seed=0)

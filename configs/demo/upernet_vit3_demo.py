@@ -121,5 +121,6 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=max_iters,
-        max_keep_ckpts=1))
+        # mmengine deletes the oldest first: 2 so a kill mid-save leaves one
+        max_keep_ckpts=2))
 randomness = dict(seed=0)

@@ -1,5 +1,11 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Helpers for the command-line tools."""
 from .data_check import DatasetNotFoundError, check_data, dataset_paths
+from .errors import (AmpUnavailableError, UnknownTypeError, check_amp,
+                     explain_unknown_types, unknown_type_message)
 
-__all__ = ['DatasetNotFoundError', 'check_data', 'dataset_paths']
+__all__ = [
+    'DatasetNotFoundError', 'check_data', 'dataset_paths',
+    'AmpUnavailableError', 'UnknownTypeError', 'check_amp',
+    'explain_unknown_types', 'unknown_type_message'
+]

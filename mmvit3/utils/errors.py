@@ -1,0 +1,229 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Clear messages for config mistakes that mmengine reports obscurely.
+
+* A misspelt ``type`` (``'VIT3'``, ``'ViT33'``, or ``'ViT3'`` in a config
+  that does not import mmvit3): mmengine's registry raises a ``KeyError``
+  from deep inside ``Runner`` construction, wrapped in the messages of every
+  enclosing build. :func:`unknown_type_message` turns it into one message
+  naming the type asked for, where in the config it is, the registry and
+  scope that were searched, the closest registered names, and that the
+  config's ``custom_imports`` must name ``mmvit3`` for ``ViT3`` to be
+  registered; :func:`explain_unknown_types` raises it as an
+  :class:`UnknownTypeError` around the code that builds a Runner.
+* Mixed precision on a machine without an accelerator:
+  :func:`check_amp` replaces the assertion of mmengine's
+  ``AmpOptimWrapper`` with a message naming the override that trains in
+  float32 instead.
+"""
+import contextlib
+import difflib
+import importlib
+import re
+from typing import Any, Iterator, List, Optional, Tuple
+
+#: What mmengine's registries raise for an unknown type: ``'<type> is not in
+#: the <scope>::<name> registry'`` (parameter schedulers omit the scope).
+_REGISTRY_MISS = re.compile(
+    r'`?(?P<type>[\w.\-]+)`? is not in the (?:(?P<scope>[\w.]+)::)?'
+    r'(?P<registry>[\w ]+?) registry')
+
+CUSTOM_IMPORTS = "custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)"
+
+
+class UnknownTypeError(KeyError):
+    """A config names a ``type`` that is not registered where it is built."""
+
+    def __init__(self, message: str, type_name: str, scope: str,
+                 registry: str, suggestions: List[str]):
+        super().__init__(message)
+        self.type_name = type_name
+        self.scope = scope
+        self.registry = registry
+        self.suggestions = list(suggestions)
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return self.args[0]
+
+
+def _find_registry(scope: str, name: str) -> Any:
+    """The ``Registry`` called ``name`` that ``<scope>.registry`` exports
+    (``mmengine.registry`` for the root scope), or None."""
+    from mmengine.registry import Registry
+    try:
+        module = importlib.import_module(f'{scope or "mmengine"}.registry')
+    except ImportError:
+        return None
+    for value in vars(module).values():
+        # mmdet.registry also imports mmengine's registries: match the scope
+        if isinstance(value, Registry) and value.name == name and \
+                value.scope == (scope or 'mmengine'):
+            return value
+    return None
+
+
+def registered_names(registry: Any) -> List[str]:
+    """Every name ``registry.get`` resolves without a scope prefix: the
+    registry's own and those of its parents, sorted."""
+    names = set()
+    while registry is not None:
+        registry.import_from_location()  # the libraries register lazily
+        names.update(registry.module_dict)
+        registry = registry.parent
+    return sorted(names)
+
+
+def close_matches(name: str, candidates: List[str], n: int = 3) -> List[str]:
+    """Up to ``n`` of ``candidates`` closest to ``name``: case-insensitive
+    equals first, then ``difflib`` matches (ratio >= 0.6, ignoring case)."""
+    exact = [c for c in candidates if c.lower() == name.lower()]
+    folded = {c.lower(): c for c in candidates}
+    fuzzy = [folded[m] for m in difflib.get_close_matches(
+        name.lower(), list(folded), n=n + len(exact), cutoff=0.6)]
+    return list(dict.fromkeys(exact + fuzzy))[:n]
+
+
+def _config_keys(cfg: Any, type_name: str, prefix: str = '') -> Iterator[str]:
+    """Dotted keys (``model.backbone.type``) of the entries of ``cfg`` whose
+    value is ``type_name``, searching dicts and lists."""
+    if hasattr(cfg, 'items'):
+        for key, value in cfg.items():
+            path = f'{prefix}.{key}' if prefix else str(key)
+            if key == 'type' and value == type_name:
+                yield path
+            else:
+                yield from _config_keys(value, type_name, path)
+    elif isinstance(cfg, (list, tuple)):
+        for i, value in enumerate(cfg):
+            yield from _config_keys(value, type_name, f'{prefix}.{i}')
+
+
+def _imports_mmvit3(cfg: Any) -> bool:
+    imports = (cfg.get('custom_imports') or {}).get('imports', [])
+    if isinstance(imports, str):
+        imports = [imports]
+    return any(m == 'mmvit3' or str(m).startswith('mmvit3.') for m in imports)
+
+
+def parse_registry_miss(error: BaseException) -> Optional[Tuple[str, str, str]]:
+    """``(type, scope, registry name)`` if ``error`` is mmengine's
+    unknown-type ``KeyError`` (possibly wrapped by the enclosing builds),
+    else None. ``scope`` is ``''`` when mmengine does not say."""
+    if not isinstance(error, KeyError) or not error.args:
+        return None
+    match = _REGISTRY_MISS.search(str(error.args[0]))
+    if match is None:
+        return None
+    return match['type'], match['scope'] or '', match['registry']
+
+
+def unknown_type_message(error: BaseException,
+                         cfg: Any = None) -> Optional[str]:
+    """A message for mmengine's unknown-type ``KeyError``, or None if
+    ``error`` is something else.
+
+    It names the type asked for and the config keys that hold it, the
+    registry and scope searched (with the libraries' meaning of a scope), up
+    to three close registered names, and the ``custom_imports`` line that
+    registers ``ViT3`` (saying whether ``cfg`` has it).
+
+    Args:
+        error (BaseException): The exception raised while building.
+        cfg (Config | dict, optional): The config being built, to locate the
+            type and check its ``custom_imports``. Defaults to None.
+    """
+    parsed = parse_registry_miss(error)
+    if parsed is None:
+        return None
+    type_name, scope, registry_name = parsed
+    registry = _find_registry(scope, registry_name)
+    names = registered_names(registry) if registry is not None else []
+    suggestions = close_matches(type_name, names)
+
+    where = f'{scope}::{registry_name}' if scope else registry_name
+    lines = [f'Unknown type {type_name!r}: it is not registered in the '
+             f'{where!r} registry']
+    if scope:
+        lines[0] += (f' ({scope}.registry, searched with its parent '
+                     f'registries; scope {scope!r} comes from the config\'s '
+                     f'default_scope)')
+    lines[0] += '.'
+    keys = list(_config_keys(cfg, type_name)) if cfg is not None else []
+    if keys:
+        lines.append(f'The config sets it at: {", ".join(keys)}.')
+    if suggestions:
+        lines.append('Did you mean: ' + ', '.join(repr(s) for s in suggestions)
+                     + '?')
+    elif registry is not None:
+        lines.append(f'No registered name is close to it ({len(names)} '
+                     f'names in that registry).')
+    if cfg is not None and not _imports_mmvit3(cfg):
+        lines.append('This config does not import mmvit3, so ViT3 is not '
+                     'registered when it is built by other tools or scripts: '
+                     f'add\n    {CUSTOM_IMPORTS}')
+    else:
+        lines.append('ViT3 and the other mmvit3 types are registered by '
+                     "importing mmvit3: the config's custom_imports must name "
+                     f'it,\n    {CUSTOM_IMPORTS}')
+    return '\n'.join(lines)
+
+
+@contextlib.contextmanager
+def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
+    """Re-raise mmengine's unknown-type ``KeyError`` inside the block as an
+    :class:`UnknownTypeError` with :func:`unknown_type_message`; other
+    exceptions pass through unchanged.
+
+    Args:
+        cfg (Config | dict, optional): The config the block builds from.
+            Defaults to None.
+    """
+    try:
+        yield
+    except KeyError as error:
+        message = unknown_type_message(error, cfg)
+        if message is None:
+            raise
+        type_name, scope, registry_name = parse_registry_miss(error)
+        registry = _find_registry(scope, registry_name)
+        raise UnknownTypeError(
+            message, type_name, scope, registry_name,
+            close_matches(type_name, registered_names(registry))
+            if registry is not None else []) from None
+
+
+class AmpUnavailableError(RuntimeError):
+    """Mixed-precision training was asked for where mmengine cannot run it."""
+
+
+def check_amp(cfg: Any, device: Optional[str] = None) -> None:
+    """Raise :class:`AmpUnavailableError` if ``cfg`` trains with mmengine's
+    ``AmpOptimWrapper`` (the paper configs, or ``--amp``) on a machine
+    without an accelerator, where that wrapper only asserts.
+
+    The message names the override that trains in float32 instead. mmengine
+    has no CPU mixed-precision wrapper, and bfloat16 autocast on most CPUs is
+    slower than float32, so the tools do not switch to it silently.
+
+    Args:
+        cfg (Config | dict): The config to be trained.
+        device (str, optional): ``'cuda'``, ``'npu'``, ``'cpu'``, ...;
+            defaults to mmengine's ``get_device()``.
+    """
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    if device is None:
+        from mmengine.device import get_device
+        device = get_device()
+    if device != 'cpu':
+        return
+    extra = [k for k in ('loss_scale', 'dtype', 'use_fsdp') if k in wrapper]
+    remove = (f" (if the config's optim_wrapper also sets {', '.join(extra)}, "
+              f'which only AmpOptimWrapper takes, remove that too)'
+              if extra else '')
+    raise AmpUnavailableError(
+        'Mixed-precision training (AmpOptimWrapper) needs a GPU (or an NPU / '
+        'MLU / MUSA device), and this machine has none. To train in float32 '
+        'here, leave out --amp if you passed it; a config that sets '
+        'AmpOptimWrapper itself (the paper configs do) trains in float32 with'
+        f'\n    --cfg-options optim_wrapper.type=OptimWrapper{remove}')

@@ -1,0 +1,280 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""What ``tools/train.py`` and ``tools/test.py`` share: the config's library
+(:func:`config_scope`), the common command-line options
+(:func:`add_common_args`, :func:`apply_common_args`), distributed runs on
+machines without CUDA (:func:`adapt_to_cpu_distributed`), building the
+Runner (:func:`build_runner`) and running it with the checkpoint-safety
+policy of the run and clear messages for bad images, misspelt types and
+mixed precision without a GPU (:func:`run_runner`).
+"""
+import argparse
+import copy
+import datetime
+import importlib
+import logging
+import os
+import os.path as osp
+import sys
+from typing import Any, Callable, Optional, Union
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from ..datasets import use_checked_image_loading
+from ..registration import SCOPES
+from ..safe_load import UnsafeCheckpointError, trust_checkpoints
+from .errors import AmpUnavailableError, check_amp, explain_unknown_types
+
+#: Launchers of ``--launcher`` (mmengine's ``init_dist``).
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+#: Norm layer types that need CUDA (or another accelerator) in a
+#: distributed run, and their single-device equivalent.
+_SYNC_NORMS = {'SyncBN': 'BN', 'MMSyncBN': 'BN'}
+
+
+def load_config(config: Union[str, Config],
+                cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file (or copy a :class:`Config`) and merge overrides.
+
+    Args:
+        config (str | Config): Config file or object.
+        cfg_options (dict, optional): ``{dotted.key: value}`` overrides, as
+            ``--cfg-options`` gives them. Defaults to None.
+    """
+    cfg = (copy.deepcopy(config) if isinstance(config, Config) else
+           Config.fromfile(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def config_scope(cfg: Config, tool: Optional[str] = None) -> str:
+    """``'mmdet'`` or ``'mmseg'``: the library a config belongs to, from its
+    ``default_scope``.
+
+    Args:
+        cfg (Config): The config.
+        tool (str, optional): The tool reading it, for the message (e.g.
+            ``'tools/train.py'``). Defaults to None.
+
+    Raises:
+        ValueError: ``default_scope`` is missing or another library's.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        where = f' in {cfg.filename}' if cfg.filename else ''
+        raise ValueError(
+            f'{tool or "mmvit3"} serves MMDetection and MMSegmentation '
+            f'configs: default_scope must be one of {SCOPES}, got '
+            f'{scope!r}{where}. Configs inheriting mmdet::/mmseg:: bases (or '
+            f'their _base_ default_runtime.py) set it.')
+    return scope
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options both tools take: ``--work-dir``, ``--cfg-options``,
+    ``--trust-checkpoint``, ``--launcher`` and ``--local-rank``."""
+    parser.add_argument(
+        '--work-dir',
+        help='the directory for logs, checkpoints and metrics (default: '
+        'the config\'s work_dir, else ./work_dirs/CONFIG_NAME)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='fully unpickle the checkpoints this run loads (can run code '
+        'from the file): only for files you trust. Same as '
+        '`trust_checkpoint = True` in the config')
+    parser.add_argument(
+        '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank; torchrun sets LOCAL_RANK instead.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def apply_common_args(args: argparse.Namespace, tool: str) -> Config:
+    """Read ``args.config`` and apply the options of :func:`add_common_args`:
+    overrides, launcher (adapted to the machine by
+    :func:`adapt_to_cpu_distributed`) and work_dir (CLI > config > name of
+    the config file).
+
+    Raises:
+        SystemExit: The config is not an mmdet / mmseg one, or its launcher
+            cannot run on this machine.
+    """
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    try:
+        config_scope(cfg, tool)
+        adapt_to_cpu_distributed(cfg)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    return cfg
+
+
+def adapt_to_cpu_distributed(cfg: Config,
+                             cuda: Optional[bool] = None) -> bool:
+    """Make a distributed config (``cfg.launcher`` not ``'none'``) run on a
+    machine without CUDA: the gloo backend instead of the bases' nccl,
+    BatchNorm instead of SyncBN (which needs GPUs), and a DDP wrapper
+    without device ids. Logs what it changed; a no-op with CUDA.
+
+    With plain BN, each process normalises its batches with its own
+    statistics; DDP (torch's default, unlike mmengine's) broadcasts rank
+    0's running statistics at every forward, so the saved statistics are
+    rank 0's.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        cuda (bool, optional): Whether CUDA is available. Defaults to
+            ``torch.cuda.is_available()``.
+
+    Returns:
+        bool: Whether the config was changed.
+
+    Raises:
+        ValueError: A launcher other than ``'pytorch'`` without CUDA.
+    """
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cfg.get('launcher', 'none') == 'none' or cuda:
+        return False
+    if cfg.launcher != 'pytorch':
+        raise ValueError(
+            f'--launcher {cfg.launcher} needs GPUs (mmengine sets a CUDA '
+            f'device per process); without CUDA, run the processes with '
+            f'torchrun: tools/dist_train.sh CONFIG NPROC (--launcher '
+            f'pytorch), which trains on CPU with the gloo backend.')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    old = dist_cfg.get('backend', 'nccl')
+    dist_cfg['backend'] = 'gloo'
+    swapped = _replace_sync_norms(cfg.model)
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None  # CPU modules take no device ids
+    cfg.model_wrapper_cfg = wrapper
+    sync_bn = cfg.pop('sync_bn', None)  # converting BN to SyncBN: off
+    if int(os.environ.get('RANK', 0)) != 0:
+        return True  # said once, by the first process
+    print_log(
+        f'No CUDA: distributed run on CPU with the gloo backend (the config '
+        f'asked for {old!r})' +
+        (f'; {swapped} SyncBN layer config(s) use BN instead (per-process '
+         f'statistics, running statistics broadcast from rank 0)'
+         if swapped else '') +
+        (f'; sync_bn={sync_bn!r} ignored' if sync_bn else '') + '.',
+        logger='current', level=logging.WARNING)
+    return True
+
+
+def _replace_sync_norms(node: Any) -> int:
+    """Turn every ``dict(type='SyncBN', ...)`` under ``node`` into BN;
+    returns how many."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') in _SYNC_NORMS:
+            node['type'] = _SYNC_NORMS[node['type']]
+            count += 1
+        for value in node.values():
+            count += _replace_sync_norms(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_norms(value)
+    return count
+
+
+def _init_cpu_process_group(cfg: Config) -> None:
+    """mmengine's ``init_dist`` sets a CUDA device first, which fails
+    without CUDA: start the process group (torchrun's environment, gloo)
+    here; the Runner then finds it started."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return
+    kwargs = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    backend = kwargs.pop('backend', 'gloo')
+    kwargs.pop('init_backend', None)
+    if kwargs.get('timeout') is not None:  # seconds, as mmengine takes it
+        kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's Runner (``runner_type`` from the config's library when it
+    names one, else mmengine's :class:`Runner`)."""
+    if cfg.get('launcher', 'none') == 'pytorch' and \
+            not torch.cuda.is_available():
+        _init_cpu_process_group(cfg)
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    scope = config_scope(cfg)
+    runners = importlib.import_module(f'{scope}.registry').RUNNERS
+    return runners.build(cfg)
+
+
+def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
+    """``--trust-checkpoint`` or ``trust_checkpoint = True`` in the config."""
+    return bool(args.trust_checkpoint or cfg.get('trust_checkpoint', False))
+
+
+def run_runner(cfg: Config,
+               args: argparse.Namespace,
+               mode: str,
+               prepare: Optional[Callable[[Runner], None]] = None) -> int:
+    """Build the Runner and run ``mode`` (``'train'`` or ``'test'``) with
+    the run's checkpoint policy: safe loading unless the user opted in
+    (:func:`wants_trust`), for this run only.
+
+    Before building, image loading is checked
+    (:func:`~mmvit3.datasets.use_checked_image_loading`: a bad image file
+    is an error naming it, or skipped in training with the config's
+    ``skip_bad_images``) and, for training, mixed precision on a machine
+    without a GPU is refused (:func:`~mmvit3.utils.errors.check_amp`). A
+    refused checkpoint or mixed-precision request is a message on stderr
+    and exit status 2, not a traceback; a misspelt ``type`` in the config
+    raises :class:`~mmvit3.utils.errors.UnknownTypeError` naming the
+    registry and close registered names.
+
+    Args:
+        cfg (Config): The config (its pipelines are changed in place).
+        args (argparse.Namespace): The tool's arguments.
+        mode (str): The Runner method to call.
+        prepare (callable, optional): Called with the Runner before it runs.
+            Defaults to None.
+
+    Returns:
+        int: The tool's exit status.
+    """
+    use_checked_image_loading(cfg)
+    try:
+        if mode == 'train':
+            check_amp(cfg)
+        with explain_unknown_types(cfg), \
+                trust_checkpoints(wants_trust(args, cfg)):
+            runner = build_runner(cfg)
+            if prepare is not None:
+                prepare(runner)
+            getattr(runner, mode)()
+    except (UnsafeCheckpointError, AmpUnavailableError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,201 @@
+"""Shared by the tests that run the tools as subprocesses, from the
+repository root, as a user would (each run spends a few seconds importing
+mmdet / mmseg): the demo configs, short-run overrides for a tiny demo data
+set (the ``demo_root`` fixture of conftest.py) and the runner; and by the
+tests that build the demo models in-process, with a sample for each."""
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+DET_CFG = 'configs/demo/mask_rcnn_vit3_demo.py'
+SEG_CFG = 'configs/demo/upernet_vit3_demo.py'
+TIMEOUT = 600
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(
+        f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_demo_data = load_tool('make_demo_data')
+
+
+def tool_env(**extra) -> Dict[str, str]:
+    """The environment of a tool subprocess: one thread (these runs are
+    tiny, and on a busy machine a second thread mostly waits for the first),
+    this checkout and tests/ importable (for test-only modules named in
+    configs or pickled in files)."""
+    path = os.pathsep.join(
+        [str(ROOT), str(TESTS)] +
+        [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return {
+        **os.environ,
+        'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'),
+        'PYTHONPATH': path,
+        'PYTHONUNBUFFERED': '1',
+        **extra
+    }
+
+
+def run_tool(*args, timeout=TIMEOUT) -> Tuple[int, str]:
+    """Run ``python *args`` in the repository root; (exit status, stdout and
+    stderr together)."""
+    proc = subprocess.run([sys.executable, *map(str, args)],
+                          cwd=ROOT,
+                          env=tool_env(),
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout
+
+
+def loader_overrides(prefix, **values) -> List[str]:
+    return [f'{split}_dataloader.{prefix}{k}={v}'
+            for split in ('train', 'val', 'test') for k, v in values.items()]
+
+
+def short_run_overrides() -> List[str]:
+    """Two iterations, no worker processes, light checkpoints."""
+    return [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.checkpoint.save_optimizer=False',
+        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
+        *loader_overrides('', num_workers=0, persistent_workers=False)
+    ]
+
+
+def det_data_overrides(root: Path) -> List[str]:
+    ann = root / 'annotations' / 'instances_val.json'
+    return [
+        *loader_overrides('dataset.', data_root=f'{root}/'),
+        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+        # 128 px instead of 256: four times cheaper
+        'train_dataloader.dataset.pipeline.2.scale=(128,128)',
+        'val_dataloader.dataset.pipeline.1.scale=(128,128)',
+        'test_dataloader.dataset.pipeline.1.scale=(128,128)',
+    ]
+
+
+def seg_data_overrides(root: Path) -> List[str]:
+    return loader_overrides('dataset.', data_root=f'{root}/ade/')
+
+
+def train_log(work_dir: Path, run: int = -1) -> List[dict]:
+    """The training records (``{'step': i, 'loss': ..., 'lr': ...}``) of one
+    run in ``work_dir`` (mmengine's ``<timestamp>/vis_data/scalars.json``;
+    ``run`` indexes the runs by start time)."""
+    runs = sorted(p for p in work_dir.iterdir()
+                  if (p / 'vis_data' / 'scalars.json').is_file())
+    lines = (runs[run] / 'vis_data' / 'scalars.json').read_text().splitlines()
+    return [r for r in map(json.loads, lines) if 'loss' in r]
+
+
+class TrainingNote:
+    """A harmless object a user might keep in a checkpoint (a plain class
+    from an importable module): loading it needs the opt-in."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class Explosive:
+    """Unpickling this runs a command that leaves a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+# --------------------------------------------------------------------------
+# the demo models in-process, and a sample for each
+
+
+def demo_cfg(path, **merge):
+    """The config at ``path`` (relative to the repository root) with
+    ``{dotted.key: value}`` overrides, its scope made the default."""
+    cfg = Config.fromfile(str(ROOT / path))
+    cfg.merge_from_dict(merge)
+    init_default_scope(cfg.default_scope)
+    return cfg
+
+
+def build(cfg, what='MODELS', key='model'):
+    """Build ``cfg[key]`` (or the config dict ``key``) from the registry
+    ``what`` of the config's library."""
+    registry = getattr(
+        importlib.import_module(f'{cfg.default_scope}.registry'), what)
+    return registry.build(cfg[key] if isinstance(key, str) else key)
+
+
+def demo_model(cfg):
+    """The config's model, seeded, initialised, SyncBN turned into BN."""
+    torch.manual_seed(0)
+    # as the Runner does on one process: SyncBN -> BN
+    model = revert_sync_batchnorm(build(cfg))
+    model.init_weights()
+    return model
+
+
+def det_sample(h, w, seed=0):
+    """A random ``(3, h, w)`` uint8 image and a DetDataSample with one box
+    and its mask."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    rng = np.random.default_rng(seed)
+    sample = DetDataSample(metainfo=dict(
+        img_id=0, img_path='', img_shape=(h, w), ori_shape=(h, w),
+        scale_factor=(1., 1.)))
+    x0, y0, x1, y1 = w // 8, h // 6, w * 3 // 4, h * 5 // 6
+    masks = np.zeros((1, h, w), np.uint8)
+    masks[0, y0:y1, x0:x1] = 1
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32),
+        labels=torch.tensor([1]),
+        masks=BitmapMasks(masks, h, w))
+    img = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+    return img, sample
+
+
+def seg_sample(h, w, seed=0):
+    """A random ``(3, h, w)`` uint8 image and a SegDataSample with random
+    labels, the top third ignored (255)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    rng = np.random.default_rng(seed)
+    sample = SegDataSample(metainfo=dict(
+        img_path='', img_shape=(h, w), ori_shape=(h, w),
+        reduce_zero_label=True))
+    label = rng.integers(0, 3, (1, h, w))
+    label[:, :h // 3] = 255  # ignored pixels, as ADE20K's 'other'
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label))
+    img = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+    return img, sample
+
+
+def finite_log_vars(log_vars):
+    """Assert that every logged loss value is finite."""
+    bad = {k: float(v) for k, v in log_vars.items()
+           if not torch.isfinite(torch.as_tensor(v)).all()}
+    assert not bad, bad
