@@ -4,49 +4,25 @@ saves a checkpoint, tools/test.py loads it and prints the metrics; plus the
 missing-dataset message and the data generator's determinism.
 
 Runs tools as subprocesses from the repository root, as a user would (each
-spends a few seconds importing mmdet / mmseg).
+spends a few seconds importing mmdet / mmseg); helpers in tests/_helpers.py,
+the tiny data set (``demo_root``) in tests/conftest.py.
 """
 import hashlib
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _helpers import DET_CFG, ROOT, SEG_CFG
+from _helpers import det_data_overrides as _det_data_overrides
+from _helpers import load_tool as _load_tool
+from _helpers import loader_overrides as _loader_overrides
+from _helpers import run_tool as _run
+from _helpers import seg_data_overrides as _seg_data_overrides
+from _helpers import short_run_overrides as _short_run_overrides
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
-DET_CFG = 'configs/demo/mask_rcnn_vit3_demo.py'
-SEG_CFG = 'configs/demo/upernet_vit3_demo.py'
-TIMEOUT = 600
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 make_demo_data = _load_tool('make_demo_data')
-
-
-def _run(*args):
-    # one thread: these runs are tiny, and on a busy machine a second thread
-    # mostly waits for the first
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
-    proc = subprocess.run([sys.executable, *map(str, args)],
-                          cwd=ROOT,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=TIMEOUT)
-    return proc.returncode, proc.stdout
 
 
 def _tree_digest(root: Path):
@@ -54,46 +30,6 @@ def _tree_digest(root: Path):
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob('*')) if p.is_file()
     }
-
-
-@pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp('data') / 'demo'
-    make_demo_data.make_demo_data(
-        str(out), seed=0, num_train=4, num_val=2, size=64)
-    return out
-
-
-def _loader_overrides(prefix, **values):
-    return [f'{split}_dataloader.{prefix}{k}={v}'
-            for split in ('train', 'val', 'test') for k, v in values.items()]
-
-
-def _short_run_overrides():
-    """Two iterations, no worker processes, light checkpoints."""
-    return [
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-        'default_hooks.checkpoint.interval=2',
-        'default_hooks.checkpoint.save_optimizer=False',
-        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
-        *_loader_overrides('', num_workers=0, persistent_workers=False)
-    ]
-
-
-def _det_data_overrides(root: Path):
-    ann = root / 'annotations' / 'instances_val.json'
-    return [
-        *_loader_overrides('dataset.', data_root=f'{root}/'),
-        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-        # 128 px instead of 256: four times cheaper
-        'train_dataloader.dataset.pipeline.2.scale=(128,128)',
-        'val_dataloader.dataset.pipeline.1.scale=(128,128)',
-        'test_dataloader.dataset.pipeline.1.scale=(128,128)',
-    ]
-
-
-def _seg_data_overrides(root: Path):
-    return _loader_overrides('dataset.', data_root=f'{root}/ade/')
 
 
 # --------------------------------------------------------------------------
@@ -290,3 +226,31 @@ def test_train_flags_edit_config(monkeypatch):
     cfg = train.build_cfg(args)
     assert cfg.resume is True and cfg.load_from == 'x.pth'
     assert cfg.default_scope == 'mmseg'
+
+
+def test_tensorboard_switch(monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    train = _load_tool('train')
+    args = train.parse_args([SEG_CFG, '--tensorboard'])
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *rest):
+        return None if name == 'tensorboard' else real_find_spec(name, *rest)
+
+    with monkeypatch.context() as m:
+        m.setattr(importlib.util, 'find_spec', find_spec)
+        with pytest.raises(SystemExit, match='pip install tensorboard'):
+            train.build_cfg(args)
+
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *rest: object() if name == 'tensorboard'
+                        else real_find_spec(name, *rest))
+    cfg = train.build_cfg(args)
+    types = [b['type'] for b in cfg.visualizer.vis_backends]
+    assert types == ['LocalVisBackend', 'TensorboardVisBackend']
+    # without the flag: the config's backends only
+    assert 'TensorboardVisBackend' not in str(
+        train.build_cfg(train.parse_args([SEG_CFG])).visualizer)

@@ -3,7 +3,7 @@
 backbone; the config's ``default_scope`` decides which.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--auto-scale-lr] [--tensorboard] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Multi-GPU: ``tools/dist_train.sh CONFIG GPUS [args]``.
@@ -22,7 +22,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.utils import (DatasetNotFoundError, check_data,  # noqa: E402
+                          enable_tensorboard)
 
 SCOPES = ('mmdet', 'mmseg')
 
@@ -66,6 +67,11 @@ def parse_args(argv=None):
         help='fully unpickle the checkpoints this run loads (can run code '
         'from the file): only for files you trust. Same as '
         '`trust_checkpoint = True` in the config')
+    parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also log losses, learning rates and metrics for TensorBoard '
+        '(in WORK_DIR/TIMESTAMP/vis_data; needs `pip install tensorboard`)')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -130,6 +136,9 @@ def build_cfg(args) -> Config:
                 '--auto-scale-lr needs `auto_scale_lr = dict(enable=False, '
                 'base_batch_size=N)` in the config (N: the total batch size '
                 'its lr was set for).')
+
+    if args.tensorboard:
+        enable_tensorboard(cfg)
 
     # resume is determined in this priority: resume from > auto_resume
     if args.resume == 'auto':
