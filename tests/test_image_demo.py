@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides,
+from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides, load_tool,
                       loader_overrides, rope_tables, run_tool)
 from mmengine.config import Config
 
@@ -103,12 +103,20 @@ def test_image_demo_segmentation_image(demo_root, tmp_path):
     assert f'to {out_dir / image.name}' in out
 
 
-def test_image_demo_bad_input_is_a_clear_error(tmp_path):
-    rc, out = run_tool('tools/image_demo.py', tmp_path / 'nothing_here.jpg',
-                       DET_CFG, tmp_path / 'x.pth')
-    assert rc == 2 and 'No images found' in out and 'nothing_here.jpg' in out
+def test_image_demo_bad_input_is_a_clear_error(tmp_path, capsys):
+    image_demo = load_tool('image_demo')
+    cfg = str(ROOT / DET_CFG)
+    missing = tmp_path / 'nothing_here.jpg'
+    assert image_demo.main([str(missing), cfg, 'x.pth']) == 2
+    err = capsys.readouterr().err
+    assert 'No images found' in err and str(missing) in err
+    (tmp_path / 'notes.txt').write_text('not an image')
+    assert image_demo.main([str(tmp_path), cfg, 'x.pth']) == 2
+    assert 'No images found' in capsys.readouterr().err
+
     image = tmp_path / 'a.png'
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
-    rc, out = run_tool('tools/image_demo.py', image, DET_CFG,
-                       tmp_path / 'x.pth')
-    assert rc == 2 and 'Checkpoint not found' in out and 'x.pth' in out
+    ckpt = tmp_path / 'nope.pth'
+    assert image_demo.main([str(image), cfg, str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert 'Checkpoint not found' in err and str(ckpt) in err
