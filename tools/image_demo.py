@@ -20,10 +20,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.utils import ProgressBar, mkdir_or_exist, scandir  # noqa: E402
 
-SCOPES = ('mmdet', 'mmseg')
+from mmvit3.analysis import config_scope, load_config  # noqa: E402
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -71,14 +72,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.trust_checkpoint:
         mmvit3.trust_checkpoints()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise SystemExit(
-            f'tools/image_demo.py serves MMDetection and MMSegmentation '
-            f'configs: default_scope must be one of {SCOPES}, got {scope!r}.')
+    cfg = load_config(args.config, args.cfg_options)
+    try:
+        scope = config_scope(cfg)  # 'mmdet' or 'mmseg'
+    except ValueError as err:
+        raise SystemExit(f'tools/image_demo.py: {err}') from None
     images = list_images(args.inputs)
     if not images:
         print(f'No images found at {args.inputs!r}: give an image file or a '
@@ -99,7 +97,8 @@ def main(argv=None):
         from mmseg.apis import init_model as init
         from mmseg.registry import VISUALIZERS
     model = init(cfg, args.checkpoint, device=args.device)
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    # pictures go to out_file; no storage backends (they want a save_dir)
+    visualizer = VISUALIZERS.build({**model.cfg.visualizer, 'vis_backends': None})
     visualizer.dataset_meta = model.dataset_meta
     if scope == 'mmdet':
         draw_args = dict(pred_score_thr=args.score_thr)
