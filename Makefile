@@ -16,7 +16,7 @@ test: setup
 #   python tools/train.py configs/demo/upernet_vit3_demo.py
 DEMO_CONFIG = configs/demo/mask_rcnn_vit3_demo.py
 DEMO_WORK_DIR = work_dirs/mask_rcnn_vit3_demo
-DEMO_IMAGE = data/demo/images/val/val_00000.jpg
+DEMO_IMAGE = data/demo/images/val/val_00001.jpg
 .PHONY: demo
 demo: setup
 	$(PYTHON) tools/make_demo_data.py
