@@ -11,11 +11,17 @@ test: setup
 	$(PYTHON) -m pytest tests
 
 # The demo: a small synthetic dataset, the detector demo trained and evaluated
-# on CPU (COCO box / mask AP), then the segmentation demo is one more command:
+# on CPU (COCO box / mask AP), and a picture of its predictions on a
+# validation image; the segmentation demo is one more command:
 #   python tools/train.py configs/demo/upernet_vit3_demo.py
+DEMO_CONFIG = configs/demo/mask_rcnn_vit3_demo.py
 DEMO_WORK_DIR = work_dirs/mask_rcnn_vit3_demo
+DEMO_IMAGE = data/demo/images/val/val_00001.jpg
 .PHONY: demo
 demo: setup
 	$(PYTHON) tools/make_demo_data.py
-	$(PYTHON) tools/train.py configs/demo/mask_rcnn_vit3_demo.py --work-dir $(DEMO_WORK_DIR)
-	$(PYTHON) tools/test.py configs/demo/mask_rcnn_vit3_demo.py $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --work-dir $(DEMO_WORK_DIR)
+	$(PYTHON) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR)
+	$(PYTHON) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --work-dir $(DEMO_WORK_DIR)
+	$(PYTHON) tools/image_demo.py $(DEMO_IMAGE) $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --out-dir $(DEMO_WORK_DIR)/pictures
+	@echo "Demo done: box / mask AP in the coco/bbox_mAP and coco/segm_mAP lines above;"
+	@echo "the picture of the predictions is $(DEMO_WORK_DIR)/pictures/$(notdir $(DEMO_IMAGE))"

@@ -199,3 +199,16 @@ def finite_log_vars(log_vars):
     bad = {k: float(v) for k, v in log_vars.items()
            if not torch.isfinite(torch.as_tensor(v)).all()}
     assert not bad, bad
+
+
+def rope_tables(backbone, prefix=''):
+    """The fixed 224x224 RoPE tables (``layers.i.blocks.j.attn.rope.rotations``,
+    ``(56 / 2^i, 56 / 2^i, C_i / 2, 2)``) that the authors' released files
+    carry for every block of a ViT3 (spec §5), filled with random values."""
+    tables = {}
+    for i, stage in enumerate(backbone.layers):
+        side = 56 >> i
+        for j, _ in enumerate(stage.blocks):
+            tables[f'{prefix}layers.{i}.blocks.{j}.attn.rope.rotations'] = \
+                torch.randn(side, side, backbone.embed_dims[i] // 2, 2)
+    return tables

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import Explosive
+from _helpers import Explosive, rope_tables
 
 from mmvit3 import UnsafeCheckpointError, ViT3
 from mmvit3.models.checkpoint import (CheckpointMismatchError,
@@ -29,11 +29,7 @@ def classification_layout(arch='tiny', seed=0):
     for p in model.parameters():  # weights unlike a fresh init
         p.data.normal_(0, 0.05)
     sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('norm')}
-    for i, stage in enumerate(model.layers):
-        side = 56 >> i
-        for j, _ in enumerate(stage.blocks):
-            sd[f'layers.{i}.blocks.{j}.attn.rope.rotations'] = torch.randn(
-                side, side, model.embed_dims[i] // 2, 2)
+    sd.update(rope_tables(model))
     sd['norm.weight'] = torch.rand(model.embed_dims[-1])
     sd['norm.bias'] = torch.rand(model.embed_dims[-1])
     sd['norm.running_mean'] = torch.rand(model.embed_dims[-1])
@@ -176,6 +172,40 @@ def test_released_detection_layout(tmp_path):
     assert {'neck.lateral_convs.0.conv.weight', 'norm0.weight',
             'layers.0.blocks.0.attn.rope.rotations'} <= dropped
     assert_loaded(model, source.state_dict())
+
+
+def test_rope_tables_dropped_by_every_load_path(log_lines):
+    """The backbone itself drops the released RoPE tables: a strict
+    ``load_state_dict`` and mmengine's (``load_from``, ``resume``,
+    ``tools/test.py``) load the released layout with nothing unexpected, and
+    say once, at info level, what they dropped."""
+    from mmengine.runner.checkpoint import load_state_dict
+
+    arch = dict(embed_dims=[32, 64, 64, 96], depths=[1, 2, 1, 1])  # small: fast
+    source = ViT3(arch=arch)
+    for p in source.parameters():
+        p.data.normal_(0, 0.05)
+    weights = source.state_dict()
+    released = {**weights, **rope_tables(source)}
+    model = ViT3(arch=arch)
+    result = model.load_state_dict(released, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert_loaded(model, weights)
+    assert len(released) == len(weights) + 5  # the caller's dict is kept
+    dropped = [line for line in log_lines if 'rope.rotations' in line]
+    assert len(dropped) == 1 and 'dropped 5' in dropped[0], log_lines
+
+    # a detector: 'backbone.' prefix, through mmengine's loader
+    detector = torch.nn.Module()
+    detector.backbone = ViT3(arch=arch)
+    detector.neck = torch.nn.Conv2d(4, 4, 1)
+    released = {f'backbone.{k}': v for k, v in released.items()}
+    released.update({f'neck.{k}': v for k, v in detector.neck.state_dict().items()})
+    log_lines.clear()
+    load_state_dict(detector, released, strict=True)  # raises on any mismatch
+    assert_loaded(detector.backbone, weights)
+    assert sum('rope.rotations' in line for line in log_lines) == 1, log_lines
+    assert not any('unexpected' in line for line in log_lines)
 
 
 def test_missing_file_names_the_path(tmp_path):

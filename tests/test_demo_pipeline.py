@@ -4,7 +4,8 @@ saves a checkpoint, tools/test.py loads it and prints the metrics; plus the
 missing-dataset message and the data generator's determinism.
 
 Runs tools as subprocesses from the repository root, as a user would (each
-spends a few seconds importing mmdet / mmseg).
+spends a few seconds importing mmdet / mmseg); helpers in tests/_helpers.py,
+the tiny data set (``demo_root``) in tests/conftest.py.
 """
 import hashlib
 from pathlib import Path
@@ -220,3 +221,31 @@ def test_train_flags_edit_config(monkeypatch):
     cfg = train.build_cfg(args)
     assert cfg.resume is True and cfg.load_from == 'x.pth'
     assert cfg.default_scope == 'mmseg'
+
+
+def test_tensorboard_switch(monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    train = load_tool('train')
+    args = train.parse_args([SEG_CFG, '--tensorboard'])
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *rest):
+        return None if name == 'tensorboard' else real_find_spec(name, *rest)
+
+    with monkeypatch.context() as m:
+        m.setattr(importlib.util, 'find_spec', find_spec)
+        with pytest.raises(SystemExit, match='pip install tensorboard'):
+            train.build_cfg(args)
+
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *rest: object() if name == 'tensorboard'
+                        else real_find_spec(name, *rest))
+    cfg = train.build_cfg(args)
+    types = [b['type'] for b in cfg.visualizer.vis_backends]
+    assert types == ['LocalVisBackend', 'TensorboardVisBackend']
+    # without the flag: the config's backends only
+    assert 'TensorboardVisBackend' not in str(
+        train.build_cfg(train.parse_args([SEG_CFG])).visualizer)

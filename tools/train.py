@@ -3,7 +3,7 @@
 backbone; the config's ``default_scope`` decides which.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--auto-scale-lr] [--tensorboard] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}] [--trust-checkpoint]
 
 Several processes (GPUs, or CPU processes with gloo when there is no CUDA):
@@ -22,7 +22,8 @@ import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
+from mmvit3.utils import (DatasetNotFoundError, check_data,  # noqa: E402
+                          enable_tensorboard)
 from mmvit3.utils.tools import (  # noqa: E402
     add_common_args, apply_common_args, config_scope, run_runner)
 
@@ -51,6 +52,11 @@ def parse_args(argv=None):
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
+    parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also log losses, learning rates and metrics for TensorBoard '
+        '(in WORK_DIR/TIMESTAMP/vis_data; needs `pip install tensorboard`)')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -90,6 +96,8 @@ def build_cfg(args) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.tensorboard:
+        enable_tensorboard(cfg)
     return cfg
 
 

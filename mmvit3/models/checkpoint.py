@@ -17,14 +17,14 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from ..safe_load import load_checkpoint_file
+from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .vit3 import ViT3
 
 #: Entries of released files that a ViT3 backbone does not use, and why.
 _DROP_RULES = (
     ('classifier head', re.compile(r'^head\.')),
     ('classifier BatchNorm1d', re.compile(r'^norm\.')),
-    ('fixed-size RoPE tables (RoPE is computed for every input size)',
-     re.compile(r'(^|\.)rope\.rotations$')),
+    (ROPE_TABLE_REASON, ROPE_TABLE_KEY),
 )
 _OUTPUT_NORM = re.compile(r'^norm(\d+)\.')
 _MAX_LISTED = 8

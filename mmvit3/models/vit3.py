@@ -18,10 +18,12 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .ttt import HEAD_DIM, TTTMixer
 from .ttt_fast import layer_norm_linear, mlp_tail_fast
 
@@ -570,6 +572,22 @@ class ViT3(BaseModule):
             self._is_init = True
         else:
             super().init_weights()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Drop the RoPE tables of released files (``...rope.rotations``)
+        before loading, and say so once: every load path (``load_from``,
+        ``resume``, ``tools/test.py``, a strict ``load_state_dict``) then
+        takes the authors' detection / segmentation checkpoints without
+        unexpected-key warnings."""
+        tables = [k for k in state_dict
+                  if k.startswith(prefix) and ROPE_TABLE_KEY.search(k[len(prefix):])]
+        for k in tables:
+            del state_dict[k]
+        if tables:
+            print_log(f"ViT3: dropped {len(tables)} '*.rope.rotations' entries "
+                      f'of the checkpoint (e.g. {tables[0]}): {ROPE_TABLE_REASON}',
+                      logger='current')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []
