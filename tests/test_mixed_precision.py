@@ -37,16 +37,7 @@ DEVICES = [('cpu', torch.bfloat16)]
 if torch.cuda.is_available():  # not run on the CPU-only CI
     DEVICES += [('cuda', torch.float16), ('cuda', torch.bfloat16)]
 
-#: The fast path's GeluDwcGeluFunction.backward recomputes a convolution
-#: outside autocast with the low-precision input and the float32 weight and
-#: fails ("Input type (c10::BFloat16) and bias type (float) should be the
-#: same"): training under autocast, AMP included, needs the fix in
-#: mmvit3/models/ttt_fast.py. Strict: this test fails once it is fixed.
-FAST_PATH_AUTOCAST_BACKWARD = pytest.mark.xfail(
-    raises=RuntimeError, strict=True,
-    reason='fast path backward under autocast: dtype mismatch (to be fixed '
-    'in mmvit3/models/ttt_fast.py)')
-FAST_PATHS = [pytest.param(True, marks=FAST_PATH_AUTOCAST_BACKWARD), False]
+FAST_PATHS = [True, False]
 
 
 def cosine(a, b):
@@ -142,9 +133,6 @@ def test_demo_model_training_step_under_bf16_autocast(config):
     bfloat16 kernels ("expected scalar type Float but found BFloat16")."""
     det = config == DET_CFG
     model = demo_model(demo_cfg(config)).train()
-    # the plain path until the fast path's backward works under autocast
-    # (see FAST_PATH_AUTOCAST_BACKWARD); then this line goes
-    model.backbone.set_fast_path(False)
     samples = [(det_sample if det else seg_sample)(64, 64, seed=s)
                for s in (0, 1)]
     extract_feat = model.extract_feat
