@@ -7,7 +7,7 @@
 #      installs the CPU build ${TORCH_VERSION} only where there is none.
 #   2. mmcv 2.1.0 with its compiled ops, built from source against that torch
 #      (no wheels exist for current torch): needs setuptools<81 (pkg_resources)
-#      and --no-build-isolation. Takes 6-7 minutes on 2 cores, once; pip
+#      and --no-build-isolation. Takes 7-20 minutes on 2 cores, once; pip
 #      caches the built wheel.
 #   3. mmvit3 itself (editable) with mmdet, mmsegmentation and the test tools.
 #
