@@ -93,9 +93,13 @@ def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype autocast runs matmuls and convolutions in for ``x``'s
     device, or ``x``'s own dtype where autocast is off."""
     device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
+    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    elif device == 'cpu':
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    else:
+        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return dtype if enabled else x.dtype
 
 
 def _dwconv_per_sample(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
