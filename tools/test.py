@@ -24,7 +24,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
-from mmvit3.utils import DatasetNotFoundError, check_data  # noqa: E402
 from mmvit3.utils.tools import (  # noqa: E402
     add_common_args, apply_common_args, config_scope, run_runner)
 
@@ -162,19 +161,9 @@ def main(argv=None):
     cfg = build_cfg(args)
     scope = config_scope(cfg)
 
-    if scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
         return 2
-    try:
-        check_data(cfg, ['test'])
-    except DatasetNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 2
-
     def add_dump_metric(runner):
         # dump predictions through a dummy metric, as mmdet's tools/test.py
         if args.out is not None and args.out.endswith(PKL):
@@ -184,7 +173,7 @@ def main(argv=None):
                 from mmengine.evaluator import DumpResults as Dump
             runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
 
-    return run_runner(cfg, args, 'test', prepare=add_dump_metric)
+    return run_runner(cfg, args, 'test', ['test'], prepare=add_dump_metric)
 
 
 if __name__ == '__main__':

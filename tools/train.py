@@ -22,10 +22,9 @@ import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from mmvit3.utils import (DatasetNotFoundError, check_data,  # noqa: E402
-                          enable_tensorboard)
+from mmvit3.utils import enable_tensorboard  # noqa: E402
 from mmvit3.utils.tools import (  # noqa: E402
-    add_common_args, apply_common_args, config_scope, run_runner)
+    add_common_args, apply_common_args, run_runner)
 
 TOOL = 'tools/train.py'
 
@@ -105,21 +104,10 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
 
-    if config_scope(cfg) == 'mmdet':
-        # fewer repeated torch.compile recompilations, as mmdet's tools do
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
     splits = ['train']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         splits.append('val')
-    try:
-        check_data(cfg, splits)
-    except DatasetNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 2
-
-    return run_runner(cfg, args, 'train')
+    return run_runner(cfg, args, 'train', splits)
 
 
 if __name__ == '__main__':

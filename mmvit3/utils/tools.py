@@ -15,7 +15,7 @@ import logging
 import os
 import os.path as osp
 import sys
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
@@ -25,6 +25,7 @@ from mmengine.runner import Runner
 from ..datasets import use_checked_image_loading
 from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
+from .data_check import DatasetNotFoundError, check_data
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 
 #: Launchers of ``--launcher`` (mmengine's ``init_dist``).
@@ -239,6 +240,7 @@ def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
 def run_runner(cfg: Config,
                args: argparse.Namespace,
                mode: str,
+               data_splits: Sequence[str],
                prepare: Optional[Callable[[Runner], None]] = None) -> int:
     """Build the Runner and run ``mode`` (``'train'`` or ``'test'``) with
     the run's checkpoint policy: safe loading unless the user opted in
@@ -254,16 +256,31 @@ def run_runner(cfg: Config,
     raises :class:`~mmvit3.utils.errors.UnknownTypeError` naming the
     registry and close registered names.
 
+    First of all, the data of ``data_splits`` must be on disk
+    (:func:`~mmvit3.utils.data_check.check_data`): a missing path is a
+    message on stderr and exit status 2.
+
     Args:
         cfg (Config): The config (its pipelines are changed in place).
         args (argparse.Namespace): The tool's arguments.
         mode (str): The Runner method to call.
+        data_splits (Sequence[str]): The splits whose data the run reads
+            (``'train'``, ``'val'``, ``'test'``).
         prepare (callable, optional): Called with the Runner before it runs.
             Defaults to None.
 
     Returns:
         int: The tool's exit status.
     """
+    try:
+        check_data(cfg, data_splits)
+    except DatasetNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if config_scope(cfg) == 'mmdet':
+        # fewer repeated torch.compile recompilations, as mmdet's tools do
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
     use_checked_image_loading(cfg)
     try:
         if mode == 'train':
