@@ -105,17 +105,26 @@ def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
 def _dwconv_per_sample(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """3x3 depth-wise conv, zero padding 1, a kernel per sample:
     x (B, c, h, w), weight (B, c, 3, 3) -> (B, c, h, w)."""
-    c = x.shape[1]
-    return torch.cat([F.conv2d(x[i:i + 1], weight[i].unsqueeze(1), padding=1, groups=c)
-                      for i in range(x.shape[0])])
+    b, c, h, w = x.shape
+    if b == 1:
+        return F.conv2d(x, weight.view(c, 1, 3, 3), padding=1, groups=c)
+    # the samples side by side as channels: one convolution of B*c groups
+    out = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * c, 1, 3, 3),
+                   padding=1, groups=b * c)  # (1, B*c, h, w)
+    return out.view(b, c, h, w)
 
 
 def _window_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``out[n, c, i, j] = sum_(y,x) apad[n, c, y+i, x+j] * b[n, c, y, x]``
-    (zero padding 1): (B, c, h, w) x2 -> (B, c, 3, 3)."""
+    (zero padding 1): (B, c, h, w) x2 -> (B, c, 3, 3).
+
+    Nine products of shifted views, each summed: in either memory format
+    this is several times faster than ``einsum`` (which copies per channel
+    for channels-last maps) and sums more accurately than a depth-wise
+    convolution's weight gradient."""
     h, w = a.shape[-2:]
-    a_pad = F.pad(a, (1, 1, 1, 1))
-    out = torch.stack([torch.einsum('bchw,bchw->bc', a_pad[:, :, i:i + h, j:j + w], b)
+    a_pad = F.pad(a, (1, 1, 1, 1))  # (B, c, h + 2, w + 2)
+    out = torch.stack([(a_pad[:, :, i:i + h, j:j + w] * b).sum((-2, -1))
                        for i in range(3) for j in range(3)], dim=-1)  # (B, c, 9)
     return out.unflatten(-1, (3, 3))
 

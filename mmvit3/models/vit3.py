@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .ttt import HEAD_DIM, TTTMixer
+from .conv_fast import conv2d_fast, conv_args
 from .ttt_fast import layer_norm_linear, mlp_tail_fast
 
 HWShape = Tuple[int, int]
@@ -97,6 +98,10 @@ class ConvBNAct(nn.Module):
         norm_cfg (dict, optional): Norm layer config, None for no norm.
             Defaults to ``dict(type='BN')``.
         act (bool): Whether a ReLU follows. Defaults to True.
+        fast_path (bool): On CPU, run the (ungrouped) convolution through
+            :func:`~mmvit3.models.conv_fast.conv2d_fast`, which picks the
+            fastest memory format per pass; the output is channels-last.
+            Defaults to False.
     """
 
     def __init__(self,
@@ -108,15 +113,23 @@ class ConvBNAct(nn.Module):
                  groups: int = 1,
                  bias: bool = False,
                  norm_cfg: Optional[dict] = dict(type='BN'),
-                 act: bool = True):
+                 act: bool = True,
+                 fast_path: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding, groups=groups, bias=bias)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else None
         self.act = nn.ReLU(inplace=True) if act else None
+        if fast_path:
+            conv_args(self.conv)  # raises for a convolution it cannot run
+        self.fast_path = fast_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm_act(self.conv(x))
+        if self.fast_path and x.device.type == 'cpu':
+            x = conv2d_fast(x, self.conv.weight, self.conv.bias, *conv_args(self.conv))
+        else:
+            x = self.conv(x)
+        return self.norm_act(x)
 
     def norm_act(self, x: torch.Tensor) -> torch.Tensor:
         """The norm and activation after the convolution."""
@@ -143,9 +156,10 @@ class ConvStem(BaseModule):
         in_channels (int): Image channels. Defaults to 3.
         embed_dims (int): Output channels ``C0``. Defaults to 64.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
-        fast_path (bool): Hand on contiguous tokens (the convolutions run
-            in NCHW, where oneDNN's dense 3x3 backward is 2-3x faster than
-            channels-last on CPU). Defaults to True.
+        fast_path (bool): On CPU, run each convolution in the memory format
+            that is fastest for each pass (see
+            :mod:`~mmvit3.models.conv_fast`), and hand on contiguous tokens.
+            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -158,12 +172,15 @@ class ConvStem(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.fast_path = fast_path
         half = embed_dims // 2
+        # conv.0-2 run in NCHW, where oneDNN is fastest for their narrow
+        # maps in training; conv.3 and conv.4 pick per pass (conv_fast)
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
             ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
             ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
-            ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg),
-            ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False))
+            ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg, fast_path=fast_path),
+            ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False,
+                      fast_path=fast_path))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
         """``(B, 3, H, W)`` image -> ``(B, N, C0)`` tokens and ``(ceil(H/4), ceil(W/4))``."""
