@@ -100,8 +100,12 @@ class ConvBNAct(nn.Module):
         act (bool): Whether a ReLU follows. Defaults to True.
         fast_path (bool): On CPU, run the (ungrouped) convolution through
             :func:`~mmvit3.models.conv_fast.conv2d_fast`, which picks the
-            fastest memory format per pass; the output is channels-last.
-            Defaults to False.
+            fastest memory format per pass (the output is channels-last), and
+            without autograd fold an eval-mode BatchNorm into it. Defaults to
+            False.
+        fast_backward (bool): With ``fast_path``, use ``conv2d_fast`` also
+            when autograd records (otherwise only for inference). Defaults
+            to True.
     """
 
     def __init__(self,
@@ -114,7 +118,8 @@ class ConvBNAct(nn.Module):
                  bias: bool = False,
                  norm_cfg: Optional[dict] = dict(type='BN'),
                  act: bool = True,
-                 fast_path: bool = False):
+                 fast_path: bool = False,
+                 fast_backward: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding, groups=groups, bias=bias)
@@ -123,13 +128,36 @@ class ConvBNAct(nn.Module):
         if fast_path:
             conv_args(self.conv)  # raises for a convolution it cannot run
         self.fast_path = fast_path
+        self.fast_backward = fast_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path and x.device.type == 'cpu':
-            x = conv2d_fast(x, self.conv.weight, self.conv.bias, *conv_args(self.conv))
-        else:
-            x = self.conv(x)
-        return self.norm_act(x)
+        if not (self.fast_path and x.device.type == 'cpu'):
+            return self.norm_act(self.conv(x))
+        args = conv_args(self.conv)
+        if torch.is_grad_enabled():
+            if not self.fast_backward:
+                return self.norm_act(self.conv(x))
+            return self.norm_act(conv2d_fast(x, self.conv.weight, self.conv.bias, *args))
+        folded = self._fold_norm()
+        if folded is None:
+            return self.norm_act(conv2d_fast(x, self.conv.weight, self.conv.bias, *args))
+        x = conv2d_fast(x, *folded, *args)  # norm included
+        return x.relu_() if self.act is not None else x
+
+    def _fold_norm(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The convolution's weight and bias with an eval-mode BatchNorm
+        folded in (``norm(conv(x)) == conv'(x)``), or None without one."""
+        bn = self.norm
+        if (not isinstance(bn, _BatchNorm) or bn.training or bn.running_mean is None):
+            return None
+        scale = torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        bias = -bn.running_mean if self.conv.bias is None else self.conv.bias - bn.running_mean
+        bias = bias * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias
+        return self.conv.weight * scale.view(-1, 1, 1, 1), bias
 
     def norm_act(self, x: torch.Tensor) -> torch.Tensor:
         """The norm and activation after the convolution."""
@@ -172,12 +200,15 @@ class ConvStem(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.fast_path = fast_path
         half = embed_dims // 2
-        # conv.0-2 run in NCHW, where oneDNN is fastest for their narrow
-        # maps in training; conv.3 and conv.4 pick per pass (conv_fast)
+        # in training conv.0-2 run in NCHW, where oneDNN is fastest for
+        # their narrow maps (a layout change would cost more than it saves);
+        # conv.3 and conv.4 pick per pass (conv_fast). Inference runs all
+        # five channels-last with the BatchNorms folded in.
+        fast = dict(fast_path=fast_path, fast_backward=False)
         self.conv = nn.Sequential(
-            ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
-            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
-            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
+            ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg, **fast),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg, **fast),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg, **fast),
             ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg, fast_path=fast_path),
             ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False,
                       fast_path=fast_path))
@@ -231,9 +262,16 @@ class PatchMerging(BaseModule):
             return grid_to_tokens(self.conv(x))
         expand, down, project = self.conv
         x, hw_shape = grid_to_tokens(x)  # (B, h' w', Cin), a view
-        x = F.linear(x, expand.linear_weight(), expand.conv.bias).relu_()
-        x = down(tokens_to_grid(x, hw_shape, channels_last=True))  # (B, 4 Cout, h'/2, w'/2)
+        b, n, c = x.shape
+        # ReLU in place on the 2D product, not on a 3D view of it (autograd
+        # would replay that through CopySlices and AsStrided)
+        x = F.linear(x.reshape(b * n, c), expand.linear_weight(), expand.conv.bias).relu_()
+        x = down(tokens_to_grid(x.view(b, n, -1), hw_shape,
+                                channels_last=True))  # (B, 4 Cout, h'/2, w'/2)
         x, hw_shape = grid_to_tokens(x)  # (B, N', 4 Cout), a view
+        folded = None if torch.is_grad_enabled() else project._fold_norm()
+        if folded is not None:  # inference with an eval-mode BatchNorm
+            return F.linear(x, folded[0].flatten(1), folded[1]), hw_shape  # (B, N', Cout)
         x = F.linear(x, project.linear_weight(), project.conv.bias)  # (B, N', Cout)
         return grid_to_tokens(project.norm_act(tokens_to_grid(x, hw_shape, channels_last=True)))
 
