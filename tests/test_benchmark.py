@@ -88,3 +88,23 @@ def test_run_writes_table_plot_and_results(tmp_path):
     assert 'H-ViT3-T' in table and 'ViT-S/16' in table and '40x56' in table
     assert (out / 'benchmark.png').stat().st_size > 10_000
     assert json.loads((out / 'machine.json').read_text())['threads'] == 1
+
+
+def test_rounds_take_the_median_time_and_the_largest_peak():
+    """``--rounds``: one row per measurement, the median time over the
+    rounds and the largest peak; a measurement failing in every round keeps
+    its error."""
+    rows = [dict(result('vit3-t', 'train', (800, 1344), t, peak), runs=1, step_gib=peak - 0.5)
+            for t, peak in ((9.0, 3.0), (12.0, 3.1), (10.0, 3.05))]
+    failed = [dict(result('swin-t', 'train', (800, 1344), 1.0, 1.0), error='out of memory')] * 2
+    merged = benchmark.aggregate(rows + failed)
+    assert len(merged) == 2
+    vit3 = benchmark.find(merged, 'vit3-t', 'backbone', 'train', (800, 1344))
+    assert vit3['seconds'] == 10.0 and vit3['peak_gib'] == 3.1
+    assert vit3['rounds'] == 3 and vit3['runs'] == 3
+    assert vit3['images_per_s'] == pytest.approx(0.1)
+    assert merged[1]['error'] == 'out of memory'
+    assert 'median over 3 rounds' in benchmark.markdown(merged, dict(
+        date='d', cpu='c', cores=2, threads=2, memory_gib=24, torch='t', device='cpu'))
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--rounds', '0'])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmvit3 import ViT3
+from mmvit3.models.conv_fast import Conv2dFunction
 from mmvit3.models.ttt_fast import (LayerNormLinearFunction, MlpTailFunction,
                                     TTTInnerFunction)
 
@@ -94,6 +95,49 @@ def test_switching_paths_keeps_weights_and_results():
     assert not model.layers[1].blocks[0].attn.fast_path
     for a, b in zip(fast, plain):
         assert rel_err(a, b) < RTOL
+
+
+@pytest.mark.parametrize('batch,hw', [(1, (41, 59)), (2, (24, 30))])
+def test_inference_with_folded_batchnorm_equals_plain(batch, hw):
+    """Without autograd the fast path folds eval-mode BatchNorms into the
+    convolutions before them: same results as the plain path with
+    non-trivial running statistics."""
+    torch.manual_seed(0)
+    plain = ViT3('tiny', fast_path=False).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    for m in plain.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(c, generator=gen) * 2 + 0.1)
+            m.weight.data.copy_(torch.randn(c, generator=gen))
+            m.bias.data.copy_(torch.randn(c, generator=gen))
+    fast = ViT3('tiny', fast_path=True).double().eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(batch, 3, *hw, dtype=torch.float64)
+    with torch.no_grad():
+        for a, b in zip(fast(x), plain(x)):
+            assert rel_err(a, b) < 1e-10
+        for a, b in zip(fast.float()(x.float()), plain.float()(x.float())):
+            assert rel_err(a, b) < RTOL
+
+
+@pytest.mark.parametrize('kernel,stride,padding,bias', [(3, 2, 1, False), (3, 1, 1, True),
+                                                        (1, 1, 0, True), (1, 1, 0, False)])
+def test_conv_function_matches_autograd(kernel, stride, padding, bias):
+    """Conv2dFunction's per-pass layouts (and 1x1 as a linear layer),
+    checked numerically, and its output against F.conv2d."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 7, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
+    out = Conv2dFunction.apply(x, w, b, stride, padding)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, torch.nn.functional.conv2d(x, w, b, stride, padding))
+    inputs = (x, w) + ((b, ) if bias else ())
+    assert torch.autograd.gradcheck(
+        lambda x, w, *b: Conv2dFunction.apply(x, w, b[0] if b else None, stride, padding),
+        inputs, eps=1e-6, atol=1e-6)
 
 
 def test_fast_functions_in_float64_match_autograd():

@@ -361,12 +361,15 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     if machine.get('gpu'):
         hw = f"{machine['gpu']} ({hw})"
     amp = ' under bf16 autocast' if results and results[0].get('amp') else ''
+    n_rounds = max((r.get('rounds', 1) for r in results), default=1)
+    over_rounds = (f' (median over {n_rounds} rounds, the whole plan run one '
+                   'measurement after the other each round)' if n_rounds > 1 else '')
     lines = [
         f"Measured {machine['date']} on {hw}; torch {machine['torch']}, "
         f"device {machine['device']}{amp}, batch "
         f"{results[0]['batch'] if results else 1}. Time: median of the timed "
-        'runs; memory: peak RSS of the process (CPU) or peak allocated '
-        '(CUDA), and the part the step added.', '',
+        f"runs{over_rounds}; memory: peak RSS of the process (CPU) or peak "
+        'allocated (CUDA), and the part the step added.', '',
         '| level | model | mode | input | params | time (s) | images/s | '
         'peak memory (GiB) | step memory (GiB) |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'
@@ -463,6 +466,27 @@ def read_results(out_dir: str) -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def aggregate(results: Sequence[dict]) -> List[dict]:
+    """One result per (level, model, mode, size) from several ``--rounds``:
+    the median time over the rounds, the largest peak memory. A measurement
+    that failed in every round keeps its first error."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in results:
+        groups.setdefault(_key(r), []).append(r)
+    merged = []
+    for rows in groups.values():
+        ok = [r for r in rows if 'error' not in r]
+        if not ok:
+            merged.append(rows[0])
+            continue
+        sec = statistics.median(r['seconds'] for r in ok)
+        merged.append(dict(ok[0], seconds=sec, images_per_s=ok[0]['batch'] / sec,
+                           runs=sum(r['runs'] for r in ok), rounds=len(ok),
+                           peak_gib=max(r['peak_gib'] for r in ok),
+                           step_gib=max(r['step_gib'] for r in ok)))
+    return merged
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Speed and peak memory of ViT3 against Swin-T, ResNet-50 '
@@ -488,6 +512,11 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=3,
                         help='timed runs (fewer once --max-time is spent)')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='run the whole plan this many times, one '
+                        'measurement after the other, and report the median '
+                        'time over the rounds: on a shared machine a slow '
+                        'spell then hits every model alike')
     parser.add_argument('--max-time', type=float, default=60,
                         help='seconds of timed runs per measurement')
     parser.add_argument('--timeout', type=float, default=900,
@@ -501,6 +530,8 @@ def parse_args(argv=None):
                         'results.jsonl')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f'--rounds must be at least 1, not {args.rounds}')
     if args.mem_limit is None:
         args.mem_limit = 0.9 * os.sysconf('SC_PAGE_SIZE') * \
             os.sysconf('SC_PHYS_PAGES') / 2**30
@@ -512,7 +543,7 @@ def main(argv=None) -> int:
     if args.child:
         return child_main(args.child)
     if args.replot:
-        results = read_results(args.replot)
+        results = aggregate(read_results(args.replot))
         with open(osp.join(args.replot, 'machine.json')) as f:
             machine = json.load(f)
         write_reports(args.replot, results, machine)
@@ -529,17 +560,20 @@ def main(argv=None) -> int:
     jobs = plan(args)
     results: List[dict] = []
     log = osp.join(args.out_dir, 'results.jsonl')
-    print(f'{len(jobs)} measurements, each in its own process; results go to '
-          f'{log} as they come')
-    bar = ProgressBar(len(jobs))
+    rounds = f' x {args.rounds} rounds' if args.rounds > 1 else ''
+    print(f'{len(jobs)} measurements{rounds}, each in its own process; '
+          f'results go to {log} as they come')
+    bar = ProgressBar(len(jobs) * args.rounds)
     with open(log, 'w') as f:
-        for job in jobs:
-            result = run_job(job, args.timeout)
-            results.append(result)
-            f.write(json.dumps(result) + '\n')
-            f.flush()
-            bar.update()
+        for round_ in range(args.rounds):
+            for job in jobs:
+                result = dict(run_job(job, args.timeout), round=round_)
+                results.append(result)
+                f.write(json.dumps(result) + '\n')
+                f.flush()
+                bar.update()
     print()
+    results = aggregate(results)
     write_reports(args.out_dir, results, machine)
     print(markdown(results, machine))
     print(f'Wrote {args.out_dir}/benchmark.md and benchmark.png')
