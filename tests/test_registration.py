@@ -3,7 +3,6 @@ MMDetection and in MMSegmentation (each run in a fresh interpreter, so the
 import really comes from the config)."""
 import subprocess
 import sys
-import textwrap
 
 import pytest
 

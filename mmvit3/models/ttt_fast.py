@@ -145,8 +145,12 @@ def _window_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     convolution's weight gradient."""
     h, w = a.shape[-2:]
     a_pad = F.pad(a, (1, 1, 1, 1))  # (B, c, h + 2, w + 2)
-    out = torch.stack([(a_pad[:, :, i:i + h, j:j + w] * b).sum((-2, -1))
-                       for i in range(3) for j in range(3)], dim=-1)  # (B, c, 9)
+    prod = torch.empty_like(b)  # one buffer for the nine products
+    out = b.new_empty(b.shape[:2] + (9, ))  # (B, c, 9)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        torch.sum(torch.mul(a_pad[:, :, i:i + h, j:j + w], b, out=prod), (-2, -1),
+                  out=out[..., k])
     return out.unflatten(-1, (3, 3))
 
 
@@ -174,18 +178,22 @@ class TTTInnerFunction(torch.autograd.Function):
         z = kh @ w12  # (B, H, N, 2d)
         z1, z2 = z[..., :d], z[..., d:]
         sig = torch.sigmoid(z2)
-        # --- Backward ---
-        p1 = (z2 * sig).mul_(vh)  # dL/dz1 / coef: silu(z2) * v
-        p2 = _silu_grad(z2, sig).mul_(z1).mul_(vh)  # dL/dz2 / coef
-        k_t = kh.transpose(-2, -1)  # (B, H, d, N)
-        g = torch.cat([k_t @ p1, k_t @ p2], dim=-1).mul_(coef)  # (B, H, d, 2d)
-        del z, z1, z2, sig, p1, p2
+        # --- Backward ---  p = dL/dz / coef = [silu(z2) v, silu'(z2) z1 v], in z's buffer
+        p2 = _silu_grad(z2, sig).mul_(z1)
+        torch.mul(z2, sig, out=z1)
+        z2.copy_(p2)
+        p = z
+        p[..., :d].mul_(vh)
+        p[..., d:].mul_(vh)
+        g = (kh.transpose(-2, -1) @ p).mul_(coef)  # (B, H, d, 2d)
+        del z, z1, z2, sig, p, p2
         # --- Step ---
         g_hat, g_norm = _col_normalize(g, dim=-2)
         w12_new = w12 - lr * g_hat  # (B, H, d, 2d)
         y = qh @ w12_new  # (B, H, N, 2d)
         out = qkv.new_empty(b, n, c + d)
-        _heads(out[..., :c], num_heads).copy_(y[..., :d] * F.silu(y[..., d:]))
+        torch.mul(y[..., :d], F.silu(y[..., d:], inplace=True),
+                  out=_heads(out[..., :c], num_heads))  # out1, heads merged
         del y
 
         # Inner module 2
@@ -230,34 +238,46 @@ class TTTInnerFunction(torch.autograd.Function):
         y = qh @ w12_new  # recomputed, (B, H, N, 2d)
         y1, y2 = y[..., :d], y[..., d:]
         sy = torch.sigmoid(y2)
-        dy = torch.cat([d_out1 * (y2 * sy), d_out1 * y1 * _silu_grad(y2, sy)], dim=-1)
-        del y, y1, y2, sy
+        # dy = [d_out1 silu(y2), d_out1 y1 silu'(y2)], written into y's buffer
+        dy2 = _silu_grad(y2, sy).mul_(y1).mul_(d_out1)
+        torch.mul(y2, sy, out=y1).mul_(d_out1)
+        y2.copy_(dy2)
+        dy = y
+        del y1, y2, sy, dy2
         dq = dy @ w12_new.transpose(-2, -1)  # (B, H, N, d)
         d_w12_new = qh.transpose(-2, -1) @ dy  # (B, H, d, 2d)
-        del dy
+        del dy, y
         d_w12 = d_w12_new.sum(0, keepdim=True)
-        dg = _col_normalize_backward(g, g_norm, d_w12_new.mul_(-lr), dim=-2)
-        dg1, dg2 = dg[..., :d], dg[..., d:]
+        dg = _col_normalize_backward(g, g_norm, d_w12_new.mul_(-lr), dim=-2)  # (B, H, d, 2d)
 
         z = kh @ w12  # recomputed, (B, H, N, 2d)
         z1, z2 = z[..., :d], z[..., d:]
         sig = torch.sigmoid(z2)
         a = z2 * sig  # silu(z2)
         sp = _silu_grad(z2, sig)  # silu'(z2)
-        # silu''(z2) = sig (1 - sig) (2 + z2 (1 - 2 sig))
-        spp = (1 - 2 * sig).mul_(z2).add_(2).mul_(sig * (1 - sig))
-        p1 = a * vh
-        p2 = sp * z1 * vh
-        dk = (p1 @ dg1.transpose(-2, -1) + p2 @ dg2.transpose(-2, -1)).mul_(coef)
-        del p1, p2
-        dp1 = (kh @ dg1).mul_(coef)  # (B, H, N, d)
-        dp2 = (kh @ dg2).mul_(coef)
-        dv = dp1 * a + dp2 * z1 * sp
-        dz = torch.cat([dp2 * vh * sp, (dp1 * sp).add_(dp2 * z1 * spp).mul_(vh)], dim=-1)
-        del z, z1, z2, sig, a, sp, spp, dp1, dp2
+        # silu''(z2) = sig (1 - sig) (2 + z2 (1 - 2 sig)), in z2's place
+        t = torch.mul(sig, -2).add_(1)
+        z2.mul_(t).add_(2)
+        torch.mul(sig, -1, out=t).add_(1).mul_(sig)
+        spp = z2.mul_(t)
+        del t, sig
+        p = torch.empty_like(z)  # dL/dz / coef = [silu(z2) v, silu'(z2) z1 v]
+        torch.mul(a, vh, out=p[..., :d])
+        torch.mul(sp, z1, out=p[..., d:]).mul_(vh)
+        dk = (p @ dg.transpose(-2, -1)).mul_(coef)  # (B, H, N, d)
+        del p
+        dp = (kh @ dg).mul_(coef)  # (B, H, N, 2d)
+        dp1, dp2 = dp[..., :d], dp[..., d:]
+        dp2_z1 = dp2 * z1
+        dv = torch.mul(dp1, a).addcmul_(dp2_z1, sp)  # (B, H, N, d)
+        # dz = [dp2 v silu'(z2), (dp1 silu'(z2) + dp2 z1 silu''(z2)) v], in z's buffer
+        spp.mul_(dp2_z1).addcmul_(dp1, sp).mul_(vh)
+        torch.mul(dp2, vh, out=z1).mul_(sp)
+        dz = z
+        del dp, dp1, dp2, dp2_z1, a, sp, spp, z1, z2
         dk += dz @ w12.transpose(-2, -1)
         d_w12 += (kh.transpose(-2, -1) @ dz).sum(0, keepdim=True)
-        del dz
+        del dz, z
         _rotate_from_heads(dq, rot, grad_qkv[..., :c])
         _rotate_from_heads(dk, rot, grad_qkv[..., c:2 * c])
         _heads(grad_qkv[..., 2 * c:3 * c], heads).copy_(dv)
@@ -316,7 +336,8 @@ class MlpTailFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight, bias, fc2_weight)
         ctx.hw_shape = hw_shape
         ctx.has_fc2_bias = fc2_bias is not None
-        return F.linear(F.gelu(u), fc2_weight, fc2_bias)  # (B, N, C)
+        g = torch.ops.aten.gelu.out(u, out=u)  # in place: u is not needed again
+        return F.linear(g, fc2_weight, fc2_bias)  # (B, N, C)
 
     @staticmethod
     def backward(ctx, grad):
@@ -327,14 +348,16 @@ class MlpTailFunction(torch.autograd.Function):
         g = F.gelu(u)  # fc2's input, recomputed
         d_fc2_weight = grad.flatten(0, 1).t() @ g.flatten(0, 1)  # (C, Ch)
         d_fc2_bias = grad.sum((0, 1)) if ctx.has_fc2_bias else None
-        du = torch.ops.aten.gelu_backward(grad @ fc2_weight, u)  # (B, N, Ch)
-        del g
+        du = torch.matmul(grad, fc2_weight, out=g)  # g's buffer, (B, N, Ch)
+        torch.ops.aten.gelu_backward.grad_input(du, u, grad_input=du)
         channels = weight.shape[0]
         d_a, d_weight, d_bias = torch.ops.aten.convolution_backward(
             _grid(du, hw_shape), a_grid, weight,
             None if bias is None else [channels], [1, 1], [1, 1], [1, 1], False,
             [0, 0], channels, [True, True, bias is not None])
-        d_x = torch.ops.aten.gelu_backward(du.add_(_tokens(d_a)), x)
+        d_x = du.add_(_tokens(d_a))
+        del d_a
+        torch.ops.aten.gelu_backward.grad_input(d_x, x, grad_input=d_x)
         return d_x, d_weight, d_bias, d_fc2_weight, d_fc2_bias, None
 
 
