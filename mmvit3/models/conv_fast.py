@@ -4,11 +4,12 @@ fastest on CPU.
 
 Measured with torch 2.13 on a 2-core x86 CPU (the stem at 800x1344): a 3x3
 convolution's forward is 1.4-1.9x faster with channels-last tensors and its
-input gradient up to 3.7x (conv.3), while its weight gradient is 2.2-3.8x
-faster with contiguous (NCHW) ones; a 1x1 convolution is a matrix product
-over the channels-last tokens, 2.5x faster than oneDNN's NCHW kernels.
-Autograd would run all passes in the input's format, so
-:class:`Conv2dFunction` picks per pass.
+input gradient up to 3.7x (conv.3), while oneDNN's channels-last weight
+gradient is 2.2-3.8x slower than NCHW; an im2col matrix product over the
+channels-last gradient (no layout copy of it) is faster than both for conv.3.
+A 1x1 convolution is a matrix product over the channels-last tokens, 2.5x
+faster than oneDNN's NCHW kernels. Autograd would run all passes in the
+input's format, so :class:`Conv2dFunction` picks per pass.
 
 Memory traffic is dear on such a machine (a layout conversion of a 69 MB map
 costs about as much as the 3x3 forward that made it), so the function keeps
@@ -28,8 +29,8 @@ class Conv2dFunction(torch.autograd.Function):
     """``conv2d(x, weight, bias, stride, padding, groups=1)`` -> a
     channels-last map. A 1x1 convolution (stride 1, no padding) runs as a
     linear layer over the channels-last tokens; a larger kernel runs its
-    forward and input gradient channels-last and its weight gradient in
-    NCHW."""
+    forward and input gradient channels-last and its weight gradient as an
+    im2col matrix product."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
@@ -42,7 +43,7 @@ class Conv2dFunction(torch.autograd.Function):
             out = F.linear(tokens, weight.flatten(1), bias)  # (B h w, Cout)
             ctx.save_for_backward(x_cl, weight)
             return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, Cout, h, w) channels-last
-        # keep x as it came: the NCHW weight gradient wants it so
+        # keep x as it came: im2col (unfold) is fastest on NCHW
         ctx.save_for_backward(x, weight)
         return F.conv2d(x_cl, weight.contiguous(memory_format=_CL), bias, stride, padding)
 
@@ -71,9 +72,12 @@ class Conv2dFunction(torch.autograd.Function):
                 grad, like_x, weight.contiguous(memory_format=_CL), None, *args,
                 [True, False, False])[0]
         if need_w:
-            d_w = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x.contiguous(), weight.contiguous(), None, *args,
-                [False, True, False])[1]
+            # im2col and one product: no NCHW copy of the gradient needed
+            b, cout, oh, ow = grad.shape
+            cols = F.unfold(x, weight.shape[-2:], padding=padding,
+                            stride=stride)  # (B, Cin k k, oh ow)
+            g = grad.permute(0, 2, 3, 1).reshape(b, oh * ow, cout)  # a view
+            d_w = (cols @ g).sum(0).t().reshape(weight.shape)  # (Cout, Cin, k, k)
         if need_b:
             d_b = grad.sum((0, 2, 3))
         return d_x, d_w, d_b, None, None
