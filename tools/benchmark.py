@@ -394,6 +394,7 @@ def plot(results: Sequence[dict], path: str, machine: dict) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     ok = [r for r in results if 'error' not in r]
     levels = [lv for lv in ('backbone', 'detector')
               if any(r['level'] == lv for r in ok)]
@@ -429,6 +430,7 @@ def plot(results: Sequence[dict], path: str, machine: dict) -> None:
                             label=f'slope {slope} ({"linear" if slope == 1 else "quadratic"})')
         ax.set_xscale('log')
         ax.set_yscale('log')
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
         ax.set_xlabel('pixels per image')
         ax.set_ylabel('time per step (s)' if field == 'seconds' else
                       'peak memory (GiB)')
