@@ -23,9 +23,9 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .conv_fast import conv2d_fast, conv_args
 from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .ttt import HEAD_DIM, TTTMixer
-from .conv_fast import conv2d_fast, conv_args
 from .ttt_fast import layer_norm_linear, mlp_tail_fast
 
 HWShape = Tuple[int, int]
