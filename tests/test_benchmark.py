@@ -106,5 +106,8 @@ def test_rounds_take_the_median_time_and_the_largest_peak():
     assert merged[1]['error'] == 'out of memory'
     assert 'median over 3 rounds' in benchmark.markdown(merged, dict(
         date='d', cpu='c', cores=2, threads=2, memory_gib=24, torch='t', device='cpu'))
+    mixed = merged + [dict(result('swin-t', 'infer', (800, 1344), 1.0, 1.0), runs=1)]
+    assert 'median over 1-3 rounds' in benchmark.markdown(mixed, dict(
+        date='d', cpu='c', cores=2, threads=2, memory_gib=24, torch='t', device='cpu'))
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--rounds', '0'])

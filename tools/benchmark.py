@@ -361,9 +361,10 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     if machine.get('gpu'):
         hw = f"{machine['gpu']} ({hw})"
     amp = ' under bf16 autocast' if results and results[0].get('amp') else ''
-    n_rounds = max((r.get('rounds', 1) for r in results), default=1)
-    over_rounds = (f' (median over {n_rounds} rounds, the whole plan run one '
-                   'measurement after the other each round)' if n_rounds > 1 else '')
+    rounds = sorted({r.get('rounds', 1) for r in results if 'error' not in r}) or [1]
+    span = str(rounds[0]) if len(rounds) == 1 else f'{rounds[0]}-{rounds[-1]}'
+    over_rounds = (f' (median over {span} rounds, the whole plan run one '
+                   'measurement after the other each round)' if rounds[-1] > 1 else '')
     lines = [
         f"Measured {machine['date']} on {hw}; torch {machine['torch']}, "
         f"device {machine['device']}{amp}, batch "
