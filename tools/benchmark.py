@@ -39,6 +39,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# run as a script: make the repository importable without installing it
+sys.path.insert(0, ROOT)
 
 #: name -> (registry scope, backbone config, output widths for the FPN)
 BACKBONES: Dict[str, tuple] = {
@@ -221,6 +223,9 @@ def measure(job: dict) -> dict:
 
 def child_main(job_json: str) -> int:
     job = json.loads(job_json)
+    if job['device'] == 'cpu':
+        from mmvit3.utils.malloc import keep_freed_memory
+        keep_freed_memory()  # as tools/train.py and test.py do on CPU
     if job.get('mem_limit_gib') and job['device'] == 'cpu':
         # fail an allocation (reported as out of memory) before the system
         # runs out
@@ -267,6 +272,13 @@ def machine_info(device: str, threads: Optional[int]) -> dict:
                 device=device)
     if device == 'cuda' and torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name()
+    elif device == 'cpu':  # what each measurement's process does
+        from mmvit3.utils.malloc import ENV_VAR, malloc_setting, malloc_tunable
+        if malloc_tunable():
+            setting = malloc_setting()
+            info['malloc'] = (
+                'glibc malloc keeping freed memory' if setting == 'keep' else
+                'glibc malloc as it is') + f' ({ENV_VAR}={setting})'
     return info
 
 
@@ -365,8 +377,9 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     span = str(rounds[0]) if len(rounds) == 1 else f'{rounds[0]}-{rounds[-1]}'
     over_rounds = (f' (median over {span} rounds, the whole plan run one '
                    'measurement after the other each round)' if rounds[-1] > 1 else '')
+    malloc = f"; {machine['malloc']}" if machine.get('malloc') else ''
     lines = [
-        f"Measured {machine['date']} on {hw}; torch {machine['torch']}, "
+        f"Measured {machine['date']} on {hw}{malloc}; torch {machine['torch']}, "
         f"device {machine['device']}{amp}, batch "
         f"{results[0]['batch'] if results else 1}. Time: median of the timed "
         f"runs{over_rounds}; memory: peak RSS of the process (CPU) or peak "
@@ -559,7 +572,11 @@ def main(argv=None) -> int:
             return 2
     from mmengine.utils import ProgressBar
     os.makedirs(args.out_dir, exist_ok=True)
-    machine = machine_info(args.device, args.threads)
+    try:
+        machine = machine_info(args.device, args.threads)
+    except ValueError as err:  # a bad MMVIT3_MALLOC
+        print(err, file=sys.stderr)
+        return 2
     jobs = plan(args)
     results: List[dict] = []
     log = osp.join(args.out_dir, 'results.jsonl')

@@ -27,6 +27,8 @@ from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
 from .data_check import DatasetNotFoundError, check_data
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
+from .malloc import ENV_VAR as MALLOC_ENV_VAR
+from .malloc import keep_freed_memory
 
 #: Launchers of ``--launcher`` (mmengine's ``init_dist``).
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -258,7 +260,10 @@ def run_runner(cfg: Config,
 
     First of all, the data of ``data_splits`` must be on disk
     (:func:`~mmvit3.utils.data_check.check_data`): a missing path is a
-    message on stderr and exit status 2.
+    message on stderr and exit status 2. Without CUDA, glibc's malloc then
+    keeps freed memory for the next step
+    (:func:`~mmvit3.utils.malloc.keep_freed_memory`; ``MMVIT3_MALLOC=default``
+    turns it off).
 
     Args:
         cfg (Config): The config (its pipelines are changed in place).
@@ -277,6 +282,15 @@ def run_runner(cfg: Config,
     except DatasetNotFoundError as err:
         print(err, file=sys.stderr)
         return 2
+    if not torch.cuda.is_available():
+        try:
+            if keep_freed_memory():
+                print_log(f'CPU run: malloc keeps freed memory for the next step '
+                          f'(faster; {MALLOC_ENV_VAR}=default turns it off)',
+                          logger='current')
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 2
     if config_scope(cfg) == 'mmdet':
         # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo

@@ -1,0 +1,71 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""CPU runs: let glibc's ``malloc`` keep the memory a step frees, so that the
+next step reuses it instead of faulting fresh pages in.
+
+PyTorch on CPU allocates each step's large tensors anew through ``malloc``.
+glibc serves blocks over 32 MiB with ``mmap`` and unmaps them when they are
+freed, and gives free memory at the top of its heap back to the system, so
+every step writes to pages the kernel must fault in and zero again. On a
+2-core virtual machine (torch 2.13) a 137 MB element-wise result costs 60 ms
+in fresh pages against 11 ms in reused ones, and a training step of the
+ViT3-T backbone at 800x1344 took about 10 s against 7.3 s with reused
+memory (Swin-T: about 9 s against 6.3 s); at 1600x2688 61 s against 34 s.
+
+:func:`keep_freed_memory` sets two documented ``mallopt`` parameters:
+``M_MMAP_MAX = 0`` (every block from the heap) and ``M_TRIM_THRESHOLD = -1``
+(never trim it). The process then keeps its peak: resident memory does not
+fall after a large step, and the peak itself can be somewhat higher (a
+fragmented heap; +5% for ViT3-T training at 800x1344, +14% at 1600x2688).
+The tools apply it to CPU runs only; ``MMVIT3_MALLOC=default`` turns it off.
+"""
+import ctypes
+import os
+import platform
+import sys
+
+#: Environment variable: ``default`` leaves glibc's malloc as it is.
+ENV_VAR = 'MMVIT3_MALLOC'
+
+# mallopt parameters, from glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def malloc_tunable() -> bool:
+    """Whether this process runs on glibc, whose ``mallopt`` this module
+    sets."""
+    return sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc'
+
+
+def malloc_setting() -> str:
+    """``'keep'`` (the default) or ``'default'``, from ``MMVIT3_MALLOC``.
+
+    Raises:
+        ValueError: ``MMVIT3_MALLOC`` is anything else.
+    """
+    choice = os.environ.get(ENV_VAR, '').strip().lower() or 'keep'
+    if choice not in ('keep', 'default'):
+        raise ValueError(f'{ENV_VAR} must be "keep" (reuse freed memory on CPU '
+                         f'runs, the default) or "default" (glibc as it is), '
+                         f'got {os.environ[ENV_VAR]!r}')
+    return choice
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` serve every block from its heap and never
+    return freed memory to the system, for the rest of this process and the
+    processes it forks (data loader workers).
+
+    Returns:
+        bool: Whether it was applied: False off glibc, with
+        ``MMVIT3_MALLOC=default``, or where ``mallopt`` refused.
+
+    Raises:
+        ValueError: ``MMVIT3_MALLOC`` is neither ``keep`` nor ``default``.
+    """
+    if malloc_setting() == 'default' or not malloc_tunable():
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    # mallopt returns 1 on success; -1 is SIZE_MAX for the size_t threshold
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, -1) == 1

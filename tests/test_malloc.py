@@ -1,0 +1,116 @@
+"""mmvit3.utils.malloc: on glibc, CPU runs reuse the memory a step frees
+(no fresh pages to fault in, no trimming), and users can turn it off."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mmvit3.utils import malloc
+
+# Runs in a process of its own (mallopt is process-wide): allocates and frees
+# a 64 MiB tensor a few times, then frees a 512 MiB one; prints the page
+# faults of each allocation and the resident memory around the last free.
+PROBE = textwrap.dedent("""
+    import json, resource, torch
+    from mmvit3.utils.malloc import keep_freed_memory
+
+    def rss_mib():
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    applied = keep_freed_memory()
+    faults = []
+    for _ in range(6):
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = torch.empty(2**24).fill_(1.0)  # 64 MiB
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+        del t
+    big = torch.ones(2**27)  # 512 MiB
+    before = rss_mib()
+    del big
+    print(json.dumps(dict(applied=applied, faults=faults, freed_mib=before - rss_mib())))
+""")
+
+needs_glibc = pytest.mark.skipif(not malloc.malloc_tunable(), reason='glibc only')
+
+
+def probe(env_value=None):
+    env = {k: v for k, v in os.environ.items() if k != malloc.ENV_VAR}
+    if env_value is not None:
+        env[malloc.ENV_VAR] = env_value
+    out = subprocess.run([sys.executable, '-c', PROBE], env=env, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+@needs_glibc
+def test_freed_memory_is_reused_and_kept():
+    res = probe()
+    assert res['applied']
+    pages = 2**26 // 4096
+    # once the heap has grown, a new 64 MiB tensor reuses freed pages
+    assert max(res['faults'][-3:]) < pages // 10, res
+    assert res['freed_mib'] < 16, res  # the heap is not trimmed
+
+
+@needs_glibc
+def test_default_leaves_glibc_as_it_is():
+    res = probe('default')
+    assert not res['applied']
+    pages = 2**26 // 4096
+    assert min(res['faults']) > pages // 2, res  # mmap'd and unmapped each time
+    assert res['freed_mib'] > 256, res
+
+
+def test_bad_setting_is_an_error_naming_the_choices(monkeypatch):
+    monkeypatch.setenv(malloc.ENV_VAR, 'fast')
+    with pytest.raises(ValueError, match='MMVIT3_MALLOC.*keep.*default'):
+        malloc.keep_freed_memory()
+
+
+def test_nothing_to_do_off_glibc(monkeypatch):
+    monkeypatch.delenv(malloc.ENV_VAR, raising=False)
+    monkeypatch.setattr(malloc.platform, 'libc_ver', lambda: ('', ''))
+    assert not malloc.keep_freed_memory()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_train_tool(demo_root, tmp_path):
+    """tools/train.py's run on the segmentation demo, stopped once its Runner
+    is built; (exit status or the stop, what was printed)."""
+    from _helpers import SEG_CFG, load_tool, seg_data_overrides
+    train = load_tool('train')
+    args = train.parse_args([SEG_CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                             *seg_data_overrides(demo_root)])
+    cfg = train.build_cfg(args)
+
+    def stop(runner):
+        raise _Stop
+
+    from mmvit3.utils.tools import run_runner
+    return run_runner(cfg, args, 'train', ['train'], prepare=stop)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a CPU run')
+def test_cpu_training_keeps_freed_memory(demo_root, tmp_path, monkeypatch, capsys):
+    from mmvit3.utils import tools
+    calls = []
+    monkeypatch.setattr(tools, 'keep_freed_memory', lambda: calls.append(1) or True)
+    with pytest.raises(_Stop):
+        _run_train_tool(demo_root, tmp_path)
+    assert calls == [1]
+    assert 'malloc keeps freed memory' in capsys.readouterr().out
+
+
+def test_bad_setting_stops_the_tools_before_building(demo_root, tmp_path, monkeypatch,
+                                                     capsys):
+    monkeypatch.setenv(malloc.ENV_VAR, 'fast')
+    assert _run_train_tool(demo_root, tmp_path) == 2
+    assert 'MMVIT3_MALLOC must be' in capsys.readouterr().err
