@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mmvit3.utils import malloc
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,11 +71,12 @@ def test_sizes_and_bad_arguments():
         benchmark.build('vit-s', 'detector')
 
 
-def test_run_writes_table_plot_and_results(tmp_path):
+def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     """A real (tiny) run: each measurement in its own process, results as
     they come, then the table and the plot."""
     out = tmp_path / 'bench'
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    monkeypatch.delenv(malloc.ENV_VAR, raising=False)
     assert benchmark.main(['--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes',
                            'train', '--warmup', '0', '--repeat', '1', '--threads', '1',
                            '--out-dir', str(out)]) == 0
@@ -87,7 +90,19 @@ def test_run_writes_table_plot_and_results(tmp_path):
     table = (out / 'benchmark.md').read_text()
     assert 'H-ViT3-T' in table and 'ViT-S/16' in table and '40x56' in table
     assert (out / 'benchmark.png').stat().st_size > 10_000
-    assert json.loads((out / 'machine.json').read_text())['threads'] == 1
+    machine = json.loads((out / 'machine.json').read_text())
+    assert machine['threads'] == 1
+    if malloc.malloc_tunable():  # what every measurement's process did, in the header
+        assert machine['malloc'] == 'glibc malloc keeping freed memory (MMVIT3_MALLOC=keep)'
+        assert machine['malloc'] in table
+
+
+def test_bad_malloc_setting_stops_before_measuring(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(malloc.ENV_VAR, 'tcmalloc')
+    assert benchmark.main(['--models', 'vit3-t', '--sizes', '40', '--out-dir',
+                           str(tmp_path)]) == 2
+    assert 'MMVIT3_MALLOC must be' in capsys.readouterr().err
+    assert not (tmp_path / 'results.jsonl').exists()
 
 
 def test_rounds_take_the_median_time_and_the_largest_peak():
