@@ -226,11 +226,11 @@ def child_main(job_json: str) -> int:
     if job['device'] == 'cpu':
         from mmvit3.utils.malloc import keep_freed_memory
         keep_freed_memory()  # as tools/train.py and test.py do on CPU
-    if job.get('mem_limit_gib') and job['device'] == 'cpu':
-        # fail an allocation (reported as out of memory) before the system
-        # runs out
-        limit = int(job['mem_limit_gib'] * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if job.get('mem_limit_gib'):
+            # fail an allocation (reported as out of memory) before the
+            # system runs out
+            limit = int(job['mem_limit_gib'] * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         result = measure(job)
     except (RuntimeError, MemoryError) as err:

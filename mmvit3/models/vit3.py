@@ -131,14 +131,12 @@ class ConvBNAct(nn.Module):
         self.fast_backward = fast_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.fast_path and x.device.type == 'cpu'):
+        grad = torch.is_grad_enabled()
+        if (not (self.fast_path and x.device.type == 'cpu')
+                or (grad and not self.fast_backward)):
             return self.norm_act(self.conv(x))
         args = conv_args(self.conv)
-        if torch.is_grad_enabled():
-            if not self.fast_backward:
-                return self.norm_act(self.conv(x))
-            return self.norm_act(conv2d_fast(x, self.conv.weight, self.conv.bias, *args))
-        folded = self._fold_norm()
+        folded = None if grad else self._fold_norm()
         if folded is None:
             return self.norm_act(conv2d_fast(x, self.conv.weight, self.conv.bias, *args))
         x = conv2d_fast(x, *folded, *args)  # norm included
