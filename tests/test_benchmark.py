@@ -79,7 +79,7 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     monkeypatch.delenv(malloc.ENV_VAR, raising=False)
     assert benchmark.main(['--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes',
                            'train', '--warmup', '0', '--repeat', '1', '--threads', '1',
-                           '--out-dir', str(out)]) == 0
+                           '--breakdown', '--out-dir', str(out)]) == 0
     rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
     assert [(r['model'], r['mode'], r['size']) for r in rows] == [
         ('vit3-t', 'train', [40, 56]), ('vit-s', 'train', [40, 56])]
@@ -87,8 +87,14 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
         assert 'error' not in r, r
         assert r['seconds'] > 0 and r['peak_gib'] >= r['base_gib'] > 0
     assert rows[0]['params'] == 28_191_584  # spec §4, H-ViT3-T
+    # --breakdown: every part group timed, in the order they run
+    assert list(rows[0]['parts']) == list(benchmark.PART_GROUPS)[:-2] + ['stage 4', 'out norms']
+    assert list(rows[1]['parts']) == ['stem', 'stage 1', 'out norms']
+    assert all(t > 0 for r in rows for t in r['parts'].values())
     table = (out / 'benchmark.md').read_text()
     assert 'H-ViT3-T' in table and 'ViT-S/16' in table and '40x56' in table
+    assert 'Where the time goes' in table
+    assert '| H-ViT3-T | train | 40x56 | ' in table.split('Where the time goes')[1]
     assert (out / 'benchmark.png').stat().st_size > 10_000
     machine = json.loads((out / 'machine.json').read_text())
     assert machine['threads'] == 1
@@ -126,3 +132,34 @@ def test_rounds_take_the_median_time_and_the_largest_peak():
         date='d', cpu='c', cores=2, threads=2, memory_gib=24, torch='t', device='cpu'))
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--rounds', '0'])
+
+
+@pytest.mark.parametrize('name', ['vit3-t', 'vit3-t-plain', 'swin-t', 'r50', 'vit-s'])
+def test_breakdown_parts_cover_every_parameter_once(name):
+    """The parts ``--breakdown`` times hold every parameter of the backbone's
+    sub-modules, none twice, in the groups of ``PART_GROUPS`` (ViT-S's own
+    position table is added between parts)."""
+    model = benchmark.build(name, 'backbone')
+    parts = benchmark.backbone_parts(name, model)
+    seen = [id(p) for _, module, _ in parts for p in module.parameters()]
+    assert len(seen) == len(set(seen))
+    own = {id(p) for p in model.parameters(recurse=False)}
+    assert set(seen) == {id(p) for p in model.parameters()} - own
+    assert len(own) == (1 if name == 'vit-s' else 0)
+    groups = [g for g, _, _ in parts]
+    assert set(groups) <= set(benchmark.PART_GROUPS)
+    assert groups == sorted(groups, key=benchmark.PART_GROUPS.index)  # the order they run
+    with pytest.raises(ValueError, match='no breakdown'):
+        benchmark.backbone_parts('alexnet', model)
+
+
+def test_breakdown_table_takes_the_median_over_rounds():
+    rows = [dict(result('vit3-t', 'train', (800, 1344), t, 3.0), runs=1,
+                 parts=dict(stem=t / 10, **{'stage 1': t / 2}))
+            for t in (9.0, 12.0, 10.0)]
+    merged = benchmark.aggregate(rows)
+    assert merged[0]['parts'] == {'stem': 1.0, 'stage 1': 5.0}
+    lines = benchmark.breakdown_table(merged)
+    assert lines[3] == '| model | mode | input | stem | stage 1 | rest | whole |'
+    assert lines[5] == '| H-ViT3-T | train | 800x1344 | 1.000 | 5.000 | 4.000 | 10.000 |'
+    assert benchmark.breakdown_table(rows[:0]) == []

@@ -12,6 +12,9 @@ markdown table (``benchmark.md``, with the machine it ran on) and a log-log
 plot of time and memory against pixels with linear and quadratic slopes
 (``benchmark.png``). A ``goals`` section compares ViT3-T with Swin-T and with
 the plain implementation, and the two detection sizes with each other.
+With ``--breakdown`` each part of a backbone (stem, each stage's blocks,
+each down-sampling, the output norms) is also timed on its own, fed what it
+gets in the model, and the report says where the time goes.
 
 Examples::
 
@@ -19,6 +22,8 @@ Examples::
     python tools/benchmark.py --models vit3-t swin-t --sizes 800x1344 \\
         --modes infer train --levels backbone
     python tools/benchmark.py --device cuda --amp            # bf16 autocast
+    python tools/benchmark.py --models vit3-t swin-t --sizes 800x1344 \\
+        --breakdown                                          # per part
     python tools/benchmark.py --replot work_dirs/benchmark   # redraw only
 
 Sizes are ``H``x``W`` (or one number for a square); batch 1 unless
@@ -152,6 +157,101 @@ def det_samples(batch: int, h: int, w: int, train: bool, device):
 
 
 # ---------------------------------------------------------------------------
+# Where the time goes (--breakdown)
+# ---------------------------------------------------------------------------
+#: the groups a backbone's parts are timed in, in the order they run
+PART_GROUPS = ('stem', 'stage 1', 'down 1', 'stage 2', 'down 2', 'stage 3',
+               'down 3', 'stage 4', 'out norms')
+
+
+def backbone_parts(name: str, model) -> List[tuple]:
+    """A backbone's parts as ``(group, module to run, module whose input it
+    gets)``, covering every parameter once: the stem, each block of stage
+    ``i`` ('stage i'), the down-sampling after it ('down i') and the output
+    norms. What runs between them (reshapes, dropout, ViT-S's position
+    table) is not a part."""
+    import torch.nn as nn
+    if name.startswith('vit3') or name == 'swin-t':
+        stem = (model.patch_embed, model.patch_embed)
+        stages = [(s.blocks, s.downsample) for s in
+                  (model.layers if name.startswith('vit3') else model.stages)]
+        norms = [getattr(model, f'norm{i}') for i in model.out_indices]
+    elif name == 'r50':  # its stem is four modules; it gets conv1's input
+        stem = (nn.Sequential(model.conv1, model.norm1, model.relu, model.maxpool),
+                model.conv1)
+        stages = [([getattr(model, layer)], None) for layer in model.res_layers]
+        norms = []
+    elif name == 'vit-s':
+        stem = (model.patch_embed, model.patch_embed)
+        stages = [(model.blocks.layers, None)]
+        norms = [model.norm]
+    else:
+        raise ValueError(f'no breakdown for {name!r}')
+    parts = [('stem', ) + stem]
+    for i, (blocks, down) in enumerate(stages, 1):
+        parts += [(f'stage {i}', m, m) for m in blocks]
+        if down is not None:
+            parts.append((f'down {i}', down, down))
+    return parts + [('out norms', m, m) for m in norms]
+
+
+def _tensors(out) -> list:
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def time_parts(name: str, model, step, train: bool, amp, runs: int,
+               sync) -> Dict[str, float]:
+    """Seconds per part group: ``step()`` runs the whole model once to
+    record what each part gets; then each part runs on its own on that
+    input (forward, and backward from the sum of its outputs when
+    ``train``), ``runs`` times after one warm-up; the median counts."""
+    import torch
+    parts = backbone_parts(name, model)
+    inputs: Dict[int, tuple] = {}
+
+    def record(module, args, kwargs):
+        inputs[id(module)] = tuple(
+            a.detach().clone() if isinstance(a, torch.Tensor) else a
+            for a in args), kwargs
+
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True)
+             for _, _, m in parts]
+    try:
+        step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    groups: Dict[str, float] = {}
+    for index, (group, module, source) in enumerate(parts):
+        args, kwargs = inputs[id(source)]
+
+        def run():
+            # the image needs no gradient; every later input does in training
+            ins = [a.detach().requires_grad_(train and index > 0 and a.is_floating_point())
+                   if isinstance(a, torch.Tensor) else a for a in args]
+            with torch.set_grad_enabled(train), amp:
+                out = _tensors(module(*ins, **kwargs))
+            if train:
+                sum(t.float().sum() for t in out).backward()
+                model.zero_grad(set_to_none=True)
+            sync()
+
+        times = []
+        for i in range(runs + 1):
+            start = time.perf_counter()
+            run()
+            if i:
+                times.append(time.perf_counter() - start)
+        groups[group] = groups.get(group, 0.) + statistics.median(times)
+    return groups
+
+
+# ---------------------------------------------------------------------------
 # One measurement (child process)
 # ---------------------------------------------------------------------------
 def _status_gib(field: str) -> float:
@@ -196,6 +296,9 @@ def measure(job: dict) -> dict:
         if train:
             loss.backward()
             model.zero_grad(set_to_none=True)
+        sync()
+
+    def sync():
         if device.type == 'cuda':
             torch.cuda.synchronize()
 
@@ -216,9 +319,13 @@ def measure(job: dict) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**30 if cuda else
             _status_gib('VmHWM'))
     sec = statistics.median(times)
-    return dict(params=params, seconds=sec, runs=len(times),
-                images_per_s=job['batch'] / sec, peak_gib=peak,
-                base_gib=base, step_gib=peak - base)
+    result = dict(params=params, seconds=sec, runs=len(times),
+                  images_per_s=job['batch'] / sec, peak_gib=peak,
+                  base_gib=base, step_gib=peak - base)
+    if job.get('breakdown') and samples is None:
+        result['parts'] = time_parts(job['model'], model, step, train, amp,
+                                     job['repeat'], sync)
+    return result
 
 
 def child_main(job_json: str) -> int:
@@ -295,7 +402,8 @@ def plan(args) -> List[dict]:
                         batch=args.batch, device=args.device, amp=args.amp,
                         threads=args.threads, warmup=args.warmup,
                         repeat=args.repeat, max_time=args.max_time,
-                        mem_limit_gib=args.mem_limit))
+                        mem_limit_gib=args.mem_limit,
+                        breakdown=args.breakdown and level == 'backbone'))
     return jobs
 
 
@@ -401,7 +509,29 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     goal_lines = goals(results)
     if goal_lines:
         lines += ['', 'Goals (ratios from this run):', ''] + goal_lines
+    lines += breakdown_table(results)
     return '\n'.join(lines) + '\n'
+
+
+def breakdown_table(results: Sequence[dict]) -> List[str]:
+    """The ``--breakdown`` times as a table, or nothing without them."""
+    rows = [r for r in results if 'parts' in r and 'error' not in r]
+    if not rows:
+        return []
+    groups = [g for g in PART_GROUPS if any(g in r['parts'] for r in rows)]
+    lines = [
+        '', 'Where the time goes (seconds; each part of the backbone timed on its '
+        'own, fed what it gets in the model; "rest" is the whole step less the '
+        'parts: reshapes and dropout between them, the loss, timing noise):', '',
+        '| model | mode | input | ' + ' | '.join(groups) + ' | rest | whole |',
+        '| --- ' * (len(groups) + 5) + '|'
+    ]
+    for r in rows:
+        cells = [f"{r['parts'][g]:.3f}" if g in r['parts'] else '' for g in groups]
+        rest = r['seconds'] - sum(r['parts'].values())
+        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['size'][0]}x{r['size'][1]} | "
+                     + ' | '.join(cells) + f" | {rest:.3f} | {r['seconds']:.3f} |")
+    return lines
 
 
 def plot(results: Sequence[dict], path: str, machine: dict) -> None:
@@ -496,7 +626,11 @@ def aggregate(results: Sequence[dict]) -> List[dict]:
             merged.append(rows[0])
             continue
         sec = statistics.median(r['seconds'] for r in ok)
-        merged.append(dict(ok[0], seconds=sec, images_per_s=ok[0]['batch'] / sec,
+        extra = {}
+        if all('parts' in r for r in ok):
+            extra['parts'] = {g: statistics.median(r['parts'][g] for r in ok)
+                              for g in ok[0]['parts']}
+        merged.append(dict(ok[0], **extra, seconds=sec, images_per_s=ok[0]['batch'] / sec,
                            runs=sum(r['runs'] for r in ok), rounds=len(ok),
                            peak_gib=max(r['peak_gib'] for r in ok),
                            step_gib=max(r['step_gib'] for r in ok)))
@@ -540,6 +674,11 @@ def parse_args(argv=None):
     parser.add_argument('--mem-limit', type=float, default=None,
                         help='GiB of address space per measurement on CPU; '
                         'default 90%% of the machine\'s memory')
+    parser.add_argument('--breakdown', action='store_true',
+                        help='also time each part of the backbone on its own '
+                        '(stem, each stage\'s blocks, each down-sampling, the '
+                        'output norms), fed what it gets in the model; '
+                        'backbone level only')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--replot', metavar='DIR',
                         help='only redraw the table and plot from DIR\'s '
