@@ -11,6 +11,7 @@ from _helpers import Explosive, rope_tables
 
 from mmvit3 import UnsafeCheckpointError, ViT3
 from mmvit3.models.checkpoint import (CheckpointMismatchError,
+                                      check_model_checkpoint,
                                       checkpoint_filter_fn, load_pretrained)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,46 @@ def test_checkpoint_for_another_arch_is_a_clear_error(file_arch, model_arch, mat
     ckpt = classification_layout(file_arch)
     with pytest.raises(CheckpointMismatchError, match=match):
         checkpoint_filter_fn(ckpt, ViT3(arch=model_arch))
+
+
+def test_whole_model_checkpoint_must_fit_the_backbone():
+    """``load_from`` / ``resume`` (through the tools' ``CheckpointFitHook``):
+    a detector checkpoint whose backbone has another arch is refused before
+    anything loads; a fitting one, a non-ViT3 model and a file without
+    weights are left to mmengine; a backbone-only file is pointed to
+    ``init_cfg``."""
+    small = dict(embed_dims=[32, 64, 64, 96], depths=[1, 2, 1, 1])
+    deeper = dict(embed_dims=[32, 64, 64, 96], depths=[1, 2, 2, 1])
+    wider = dict(embed_dims=[32, 64, 96, 96], depths=[1, 2, 1, 1])
+
+    def detector(arch):
+        model = torch.nn.Module()
+        model.backbone = ViT3(arch=arch)
+        model.neck = torch.nn.Linear(2, 2)
+        return model
+
+    def runner_file(model, ddp=False):
+        prefix = 'module.' if ddp else ''
+        return {'meta': {'iter': 4}, 'optimizer': {},
+                'state_dict': {prefix + k: v for k, v in model.state_dict().items()}}
+
+    model = detector(small)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_model_checkpoint(model, runner_file(detector(small)))
+    check_model_checkpoint(model, runner_file(detector(small), ddp=True))
+    with pytest.raises(CheckpointMismatchError, match=r'model entries the file lacks: '
+                       r'layers\.2\.blocks\.1\.'):
+        check_model_checkpoint(detector(deeper), runner_file(model))
+    with pytest.raises(CheckpointMismatchError, match=r'set arch to match.*shape mismatches'):
+        check_model_checkpoint(model, runner_file(detector(wider)))
+    with pytest.raises(CheckpointMismatchError, match=r'backbone alone.*init_cfg'):
+        check_model_checkpoint(model, {'model': ViT3(arch=small).state_dict()})
+    other = torch.nn.Module()
+    other.backbone = torch.nn.Linear(2, 2)
+    check_model_checkpoint(other, runner_file(model))
+    check_model_checkpoint(model, {'meta': {}, 'note': 'no weights'})
+    check_model_checkpoint(model, {'state_dict': {'neck.weight': torch.zeros(2, 2)}})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_released_detection_layout(tmp_path):

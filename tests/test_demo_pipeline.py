@@ -201,6 +201,14 @@ def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
     assert 'mIoU' in out and 'aAcc' in out
     assert len(list((tmp_path / 'seg_png').glob('*.png'))) == 2
 
+    # the checkpoint with another backbone arch: a clear error, no evaluation
+    rc, out = run_tool('tools/test.py', SEG_CFG, ckpt, '--work-dir',
+                       tmp_path / 'seg_test_small', '--cfg-options', 'model.backbone.arch=small',
+                       *loader_overrides('', num_workers=0, persistent_workers=False), *data)
+    assert rc == 2, out[-5000:]
+    assert 'holds a ViT3 tiny, the model is a ViT3 small: set arch' in out, out[-3000:]
+    assert str(ckpt) in out and 'Traceback' not in out and 'aAcc' not in out
+
 
 def test_test_tool_rejects_missing_checkpoint(tmp_path):
     rc, out = run_tool('tools/test.py', SEG_CFG, tmp_path / 'nope.pth')

@@ -207,6 +207,41 @@ def checkpoint_filter_fn(checkpoint: Any,
     return out, report
 
 
+def check_model_checkpoint(model: nn.Module, checkpoint: Any) -> None:
+    """Refuse a whole-model checkpoint (mmengine's ``load_from`` or
+    ``resume``) whose ``backbone.`` part does not fit ``model``'s ViT3
+    backbone, instead of loading what fits and warning about the rest.
+
+    Pure: neither is changed. Does nothing for a model without a ViT3
+    ``backbone`` or a checkpoint without weights (mmengine's loader reports
+    that).
+
+    Raises:
+        CheckpointMismatchError: The backbone entries have another arch,
+            other shapes, or are missing; or the file holds a ViT3 backbone
+            alone (an ImageNet file), which belongs in the backbone's
+            ``init_cfg``.
+    """
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, ViT3):
+        return
+    try:
+        state, _ = select_state_dict(checkpoint)
+    except CheckpointMismatchError:
+        return
+    names = {(k[len('module.'):] if k.startswith('module.') else k): v
+             for k, v in state.items() if isinstance(k, str)}
+    if not any(k.startswith('backbone.') for k in names):
+        if infer_arch(names) is not None:
+            raise CheckpointMismatchError(
+                'The checkpoint holds a ViT3 backbone alone (no "backbone." '
+                'entries), not a whole model: load it through the backbone, '
+                "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), "
+                'instead of load_from')
+        return
+    checkpoint_filter_fn(checkpoint, backbone, prefix='backbone.')
+
+
 def load_pretrained(model: nn.Module,
                     checkpoint: str,
                     key: Optional[str] = None,

@@ -4,8 +4,9 @@
 (:func:`add_common_args`, :func:`apply_common_args`), distributed runs on
 machines without CUDA (:func:`adapt_to_cpu_distributed`), building the
 Runner (:func:`build_runner`) and running it with the checkpoint-safety
-policy of the run and clear messages for bad images, misspelt types and
-mixed precision without a GPU (:func:`run_runner`).
+policy of the run and clear messages for bad images, misspelt types,
+checkpoints that do not fit the backbone and mixed precision without a GPU
+(:func:`run_runner`).
 """
 import argparse
 import copy
@@ -19,10 +20,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..datasets import use_checked_image_loading
+from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
 from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
 from .data_check import DatasetNotFoundError, check_data
@@ -234,6 +238,22 @@ def build_runner(cfg: Config) -> Runner:
     return runners.build(cfg)
 
 
+class CheckpointFitHook(Hook):
+    """Refuses a ``load_from`` or ``resume`` checkpoint whose backbone does
+    not fit the model's ViT3 backbone (another arch, say) before any of it
+    is loaded (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`);
+    mmengine alone would load what fits and only warn."""
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        try:
+            check_model_checkpoint(model, checkpoint)
+        except CheckpointMismatchError as err:
+            source = runner.cfg.get('load_from') or 'the checkpoint to resume from'
+            raise CheckpointMismatchError(f'{source}: {err}') from None
+
+
 def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
     """``--trust-checkpoint`` or ``trust_checkpoint = True`` in the config."""
     return bool(args.trust_checkpoint or cfg.get('trust_checkpoint', False))
@@ -253,8 +273,10 @@ def run_runner(cfg: Config,
     is an error naming it, or skipped in training with the config's
     ``skip_bad_images``) and, for training, mixed precision on a machine
     without a GPU is refused (:func:`~mmvit3.utils.errors.check_amp`). A
-    refused checkpoint or mixed-precision request is a message on stderr
-    and exit status 2, not a traceback; a misspelt ``type`` in the config
+    ``load_from`` / ``resume`` checkpoint that does not fit the ViT3
+    backbone (:class:`CheckpointFitHook`), a refused checkpoint or a
+    mixed-precision request is a message on stderr and exit status 2, not
+    a traceback; a misspelt ``type`` in the config
     raises :class:`~mmvit3.utils.errors.UnknownTypeError` naming the
     registry and close registered names.
 
@@ -302,10 +324,11 @@ def run_runner(cfg: Config,
         with explain_unknown_types(cfg), \
                 trust_checkpoints(wants_trust(args, cfg)):
             runner = build_runner(cfg)
+            runner.register_hook(CheckpointFitHook())
             if prepare is not None:
                 prepare(runner)
             getattr(runner, mode)()
-    except (UnsafeCheckpointError, AmpUnavailableError) as err:
+    except (UnsafeCheckpointError, AmpUnavailableError, CheckpointMismatchError) as err:
         print(err, file=sys.stderr)
         return 2
     return 0
