@@ -83,6 +83,27 @@ def test_arch_must_be_str_or_dict():
         ViT3(arch=3)
 
 
+def test_training_on_a_one_pixel_last_map_is_a_clear_error():
+    """At batch 1, an input of at most 32 px on both sides leaves the last
+    down-sampling's BatchNorm one value per channel: a message saying what
+    to do instead of torch's; larger inputs, batch 2, eval mode and
+    ``norm_eval`` run."""
+    arch = dict(embed_dims=[32, 64, 64, 96], depths=[1, 1, 1, 1])
+    model = ViT3(arch=arch).train()
+    with pytest.raises(ValueError, match=r'a 32x20 input at batch 1 .* larger than 32 px on one '
+                       r'side, with batch 2 or more, or with norm_eval=True'):
+        model(torch.randn(1, 3, 32, 20))
+    for shape in ((1, 3, 33, 20), (2, 3, 32, 20)):
+        model(torch.randn(*shape))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 32, 20))
+    ViT3(arch=arch, norm_eval=True).train()(torch.randn(1, 3, 32, 20))
+    two = ViT3(arch=dict(embed_dims=[32, 64], depths=[1, 1]), out_indices=(0, 1)).train()
+    with pytest.raises(ValueError, match='a 8x8 input'):  # two stages: stride 8
+        two(torch.randn(1, 3, 8, 8))
+    two(torch.randn(1, 3, 9, 8))
+
+
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     model = ViT3(arch='tiny', drop_path_rate=0.).train()

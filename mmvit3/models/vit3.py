@@ -666,9 +666,28 @@ class ViT3(BaseModule):
                     m.eval()
         return self
 
+    def _check_batch_norm_input(self, x: torch.Tensor) -> None:
+        """A BatchNorm that trains needs more than one value per channel: at
+        batch 1, an input of at most ``2^(stages+1)`` px (32 for four
+        stages) on both sides leaves the last down-sampling a 1x1 map."""
+        if self.num_stages < 2 or x.shape[0] > 1:
+            return
+        norm = self.layers[-2].downsample.conv[2].norm
+        if not (isinstance(norm, _BatchNorm) and norm.training):
+            return
+        stride = 2**(self.num_stages + 1)
+        h, w = x.shape[-2:]
+        if -(-h // stride) * -(-w // stride) == 1:
+            raise ValueError(
+                f'ViT3: a {h}x{w} input at batch 1 leaves the last down-sampling a '
+                f'1x1 map, and its BatchNorm cannot train on one value per channel. '
+                f'Train on inputs larger than {stride} px on one side, with batch '
+                f'2 or more, or with norm_eval=True (BatchNorms kept in eval mode)')
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, in_channels, H, W)`` -> one ``(B, C_i, h_i, w_i)`` map per
         ``out_indices`` entry, ``h_i = ceil(H / 2^(i+2))``."""
+        self._check_batch_norm_input(x)
         x, hw_shape = self.patch_embed(x)  # (B, N, C0)
         x = self.drop_after_stem(x)
         outs = []
