@@ -62,6 +62,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
+def standard_strides_grad(grad: torch.Tensor) -> torch.Tensor:
+    """Tensor hook: ``grad`` with the standard (contiguous) strides of its
+    shape. oneDNN and cuDNN return a depth-wise weight's gradient
+    channels-last for channels-last inputs, strides ``(9, 1, 3, 1)`` for a
+    ``(C, 1, 3, 3)`` weight; autograd keeps it (the odd stride is on a
+    size-1 dim), but DDP's gradient buckets warn that the strides differ
+    from the weight's and copy it every step."""
+    step, strides = 1, []
+    for size in reversed(grad.shape):
+        strides.insert(0, step)
+        step *= max(size, 1)
+    if grad.stride() == tuple(strides):
+        return grad
+    return grad.clone(memory_format=torch.contiguous_format)
+
+
 class _GradLikeInput(torch.autograd.Function):
     """Identity whose backward hands on the gradient in the memory format of
     the forward tensor.
@@ -566,6 +582,9 @@ class ViT3(BaseModule):
             self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
 
         self.apply(self._init_linear_and_norm)
+        for m in self.modules():  # depth-wise weights' gradients as DDP expects
+            if isinstance(m, nn.Conv2d) and m.groups > 1:
+                m.weight.register_hook(standard_strides_grad)
         self._freeze_stages()
 
     def set_fast_path(self, enabled: bool = True) -> 'ViT3':
