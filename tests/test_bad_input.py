@@ -27,6 +27,7 @@ from mmengine.optim import OptimWrapper
 import mmvit3  # noqa: F401  (registers ViT3 and the checked loader)
 from mmvit3.datasets import (BadImageError, LoadImageFromFileChecked,
                              image_bytes_problem, use_checked_image_loading)
+from mmvit3.utils.config_tree import typed_dicts
 from mmvit3.utils import (AmpUnavailableError, UnknownTypeError, check_amp,
                           explain_unknown_types, unknown_type_message)
 
@@ -435,3 +436,24 @@ def test_amp_on_cpu_names_the_float32_override(tmp_path, capsys,
     err = capsys.readouterr().err
     assert rc == 2 and 'needs a GPU' in err and '--amp' in err
     assert not (tmp_path / 'work').exists()
+
+
+def test_typed_dicts_walks_configs_parents_first_and_allows_changes():
+    """The walk the config fixes share (checked image loader, SyncBN on
+    CPU, unknown-type messages): every dict with a 'type' under dicts and
+    lists, with its dotted path, a parent before its children, and a
+    yielded dict may be changed."""
+    cfg = Config(dict(model=dict(type='A', backbone=dict(type='ViT3', norm_cfg=dict(type='SyncBN')),
+                                 heads=[dict(type='H', loss=dict(type='L')), dict(x=1)]),
+                      pipeline=[dict(type='LoadImageFromFile')], other=3))
+    seen = []
+    for path, node in typed_dicts(cfg):
+        seen.append((path, node['type']))
+        node['type'] = node['type'].lower()
+        node['added'] = True  # changing the dict does not upset the walk
+    assert seen == [('model', 'A'), ('model.backbone', 'ViT3'),
+                    ('model.backbone.norm_cfg', 'SyncBN'), ('model.heads.0', 'H'),
+                    ('model.heads.0.loss', 'L'), ('pipeline.0', 'LoadImageFromFile')]
+    assert cfg.model.backbone.norm_cfg.type == 'syncbn' and cfg.pipeline[0].added
+    assert list(typed_dicts(dict(type='T'))) == [('', {'type': 'T'})]
+    assert list(typed_dicts([1, 'a', None])) == []

@@ -30,6 +30,7 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 
+from ..utils.config_tree import typed_dicts
 from ..utils.data_check import _leaf_datasets
 
 #: The registered name of :class:`LoadImageFromFileChecked`.
@@ -232,19 +233,13 @@ def _replace_loaders(node: Any, skip: bool) -> int:
     """Replace every ``LoadImageFromFile`` in a pipeline (nested in
     ``TestTimeAug`` / ``RandomChoice`` ... too) in place; returns how many."""
     count = 0
-    if isinstance(node, (list, tuple)):
-        for item in node:
-            count += _replace_loaders(item, skip)
-    elif hasattr(node, 'items'):
-        if _is_plain_loader(node.get('type')):
-            node['type'] = CHECKED_LOADER
-            node['skip_bad_images'] = skip
+    for _, transform in typed_dicts(node):
+        if _is_plain_loader(transform['type']):
+            transform['type'] = CHECKED_LOADER
+            transform['skip_bad_images'] = skip
             count += 1
-        elif node.get('type') in (CHECKED_LOADER, LoadImageFromFileChecked):
-            node.setdefault('skip_bad_images', skip)  # explicit wins
-        for key, value in node.items():
-            if key != 'type' and isinstance(value, (list, tuple, dict)):
-                count += _replace_loaders(value, skip)
+        elif transform['type'] in (CHECKED_LOADER, LoadImageFromFileChecked):
+            transform.setdefault('skip_bad_images', skip)  # explicit wins
     return count
 
 

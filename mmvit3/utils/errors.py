@@ -21,6 +21,8 @@ import importlib
 import re
 from typing import Any, Iterator, List, Optional, Tuple
 
+from .config_tree import typed_dicts
+
 #: What mmengine's registries raise for an unknown type: ``'<type> is not in
 #: the <scope>::<name> registry'`` (parameter schedulers omit the scope).
 _REGISTRY_MISS = re.compile(
@@ -82,19 +84,11 @@ def close_matches(name: str, candidates: List[str], n: int = 3) -> List[str]:
     return list(dict.fromkeys(exact + fuzzy))[:n]
 
 
-def _config_keys(cfg: Any, type_name: str, prefix: str = '') -> Iterator[str]:
+def _config_keys(cfg: Any, type_name: str) -> List[str]:
     """Dotted keys (``model.backbone.type``) of the entries of ``cfg`` whose
     value is ``type_name``, searching dicts and lists."""
-    if hasattr(cfg, 'items'):
-        for key, value in cfg.items():
-            path = f'{prefix}.{key}' if prefix else str(key)
-            if key == 'type' and value == type_name:
-                yield path
-            else:
-                yield from _config_keys(value, type_name, path)
-    elif isinstance(cfg, (list, tuple)):
-        for i, value in enumerate(cfg):
-            yield from _config_keys(value, type_name, f'{prefix}.{i}')
+    return [f'{path}.type' if path else 'type' for path, node in typed_dicts(cfg)
+            if node['type'] == type_name]
 
 
 def _imports_mmvit3(cfg: Any) -> bool:
@@ -147,7 +141,7 @@ def unknown_type_message(error: BaseException,
                      f'registries; scope {scope!r} comes from the config\'s '
                      f'default_scope)')
     lines[0] += '.'
-    keys = list(_config_keys(cfg, type_name)) if cfg is not None else []
+    keys = _config_keys(cfg, type_name) if cfg is not None else []
     if keys:
         lines.append(f'The config sets it at: {", ".join(keys)}.')
     if suggestions:

@@ -29,6 +29,7 @@ from ..datasets import use_checked_image_loading
 from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
 from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
+from .config_tree import typed_dicts
 from .data_check import DatasetNotFoundError, check_data
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 from .malloc import ENV_VAR as MALLOC_ENV_VAR
@@ -198,15 +199,10 @@ def _replace_sync_norms(node: Any) -> int:
     """Turn every ``dict(type='SyncBN', ...)`` under ``node`` into BN;
     returns how many."""
     count = 0
-    if isinstance(node, dict):
-        if node.get('type') in _SYNC_NORMS:
-            node['type'] = _SYNC_NORMS[node['type']]
+    for _, cfg in typed_dicts(node):
+        if cfg['type'] in _SYNC_NORMS:
+            cfg['type'] = _SYNC_NORMS[cfg['type']]
             count += 1
-        for value in node.values():
-            count += _replace_sync_norms(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_sync_norms(value)
     return count
 
 
