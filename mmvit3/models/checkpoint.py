@@ -229,10 +229,10 @@ def check_model_checkpoint(model: nn.Module, checkpoint: Any) -> None:
         state, _ = select_state_dict(checkpoint)
     except CheckpointMismatchError:
         return
-    names = {(k[len('module.'):] if k.startswith('module.') else k): v
-             for k, v in state.items() if isinstance(k, str)}
-    if not any(k.startswith('backbone.') for k in names):
-        if infer_arch(names) is not None:
+    unwrapped = {(k[len('module.'):] if k.startswith('module.') else k): v
+                 for k, v in state.items() if isinstance(k, str)}
+    if not any(k.startswith('backbone.') for k in unwrapped):
+        if infer_arch(unwrapped) is not None:
             raise CheckpointMismatchError(
                 'The checkpoint holds a ViT3 backbone alone (no "backbone." '
                 'entries), not a whole model: load it through the backbone, '
