@@ -81,6 +81,11 @@ def _silu_grad(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
     return (1 - sig).mul_(z).add_(1).mul_(sig)
 
 
+def _silu_backward_(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``z <- grad * silu'(z)`` in one pass, in place."""
+    return torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
+
+
 def _col_normalize(g: torch.Tensor, dim) -> Tuple[torch.Tensor, torch.Tensor]:
     """``g / (||g|| + 1)`` over ``dim``; also returns the norm."""
     norm = torch.linalg.vector_norm(g, dim=dim, keepdim=True)
@@ -181,16 +186,13 @@ class TTTInnerFunction(torch.autograd.Function):
         # --- Forward ---
         z = kh @ w12  # (B, H, N, 2d)
         z1, z2 = z[..., :d], z[..., d:]
-        sig = torch.sigmoid(z2)
         # --- Backward ---  p = dL/dz / coef = [silu(z2) v, silu'(z2) z1 v], in z's buffer
-        p2 = _silu_grad(z2, sig).mul_(z1)
-        torch.mul(z2, sig, out=z1)
-        z2.copy_(p2)
+        z1_v = z1 * vh
+        torch.ops.aten.silu.out(z2, out=z1).mul_(vh)
+        _silu_backward_(z1_v, z2)
         p = z
-        p[..., :d].mul_(vh)
-        p[..., d:].mul_(vh)
         g = (kh.transpose(-2, -1) @ p).mul_(coef)  # (B, H, d, 2d)
-        del z, z1, z2, sig, p, p2
+        del z, z1, z2, z1_v, p
         # --- Step ---
         g_hat, g_norm = _col_normalize(g, dim=-2)
         w12_new = w12 - lr * g_hat  # (B, H, d, 2d)
@@ -241,13 +243,12 @@ class TTTInnerFunction(torch.autograd.Function):
         d_out1 = _heads(grad_out[..., :c], heads)  # (B, H, N, d)
         y = qh @ w12_new  # recomputed, (B, H, N, 2d)
         y1, y2 = y[..., :d], y[..., d:]
-        sy = torch.sigmoid(y2)
         # dy = [d_out1 silu(y2), d_out1 y1 silu'(y2)], written into y's buffer
-        dy2 = _silu_grad(y2, sy).mul_(y1).mul_(d_out1)
-        torch.mul(y2, sy, out=y1).mul_(d_out1)
-        y2.copy_(dy2)
+        y1_d = y1 * d_out1
+        torch.ops.aten.silu.out(y2, out=y1).mul_(d_out1)
+        _silu_backward_(y1_d, y2)
         dy = y
-        del y1, y2, sy, dy2
+        del y1, y2, y1_d
         dq = dy @ w12_new.transpose(-2, -1)  # (B, H, N, d)
         d_w12_new = qh.transpose(-2, -1) @ dy  # (B, H, d, 2d)
         del dy, y
