@@ -64,11 +64,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def standard_strides_grad(grad: torch.Tensor) -> torch.Tensor:
     """Tensor hook: ``grad`` with the standard (contiguous) strides of its
-    shape. oneDNN and cuDNN return a depth-wise weight's gradient
-    channels-last for channels-last inputs, strides ``(9, 1, 3, 1)`` for a
-    ``(C, 1, 3, 3)`` weight; autograd keeps it (the odd stride is on a
-    size-1 dim), but DDP's gradient buckets warn that the strides differ
-    from the weight's and copy it every step."""
+    shape. oneDNN returns a depth-wise weight's gradient channels-last for
+    channels-last inputs (measured on CPU; a GPU library may too), strides
+    ``(9, 1, 3, 1)`` for a ``(C, 1, 3, 3)`` weight; autograd keeps it (the
+    odd stride is on a size-1 dim), but DDP's gradient buckets warn that
+    the strides differ from the weight's and copy it every step."""
     step, strides = 1, []
     for size in reversed(grad.shape):
         strides.insert(0, step)
