@@ -81,9 +81,16 @@ def _silu_grad(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
     return (1 - sig).mul_(z).add_(1).mul_(sig)
 
 
-def _silu_backward_(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``z <- grad * silu'(z)`` in one pass, in place."""
-    return torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
+def _swiglu_grad_(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``y = [y1, y2]`` (last dim ``2d``) -> ``[m silu(y2), m y1 silu'(y2)]``,
+    the gradient of ``<m, y1 silu(y2)>`` with respect to ``y``, written in
+    ``y``'s buffer (``silu'(y2)`` times the product in one pass)."""
+    d = y.shape[-1] // 2
+    y1, y2 = y[..., :d], y[..., d:]
+    y1_m = y1 * m
+    torch.ops.aten.silu.out(y2, out=y1).mul_(m)
+    torch.ops.aten.silu_backward.grad_input(y1_m, y2, grad_input=y2)
+    return y
 
 
 def _col_normalize(g: torch.Tensor, dim) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -185,14 +192,10 @@ class TTTInnerFunction(torch.autograd.Function):
         coef = -scale / n
         # --- Forward ---
         z = kh @ w12  # (B, H, N, 2d)
-        z1, z2 = z[..., :d], z[..., d:]
         # --- Backward ---  p = dL/dz / coef = [silu(z2) v, silu'(z2) z1 v], in z's buffer
-        z1_v = z1 * vh
-        torch.ops.aten.silu.out(z2, out=z1).mul_(vh)
-        _silu_backward_(z1_v, z2)
-        p = z
+        p = _swiglu_grad_(z, vh)
         g = (kh.transpose(-2, -1) @ p).mul_(coef)  # (B, H, d, 2d)
-        del z, z1, z2, z1_v, p
+        del z, p
         # --- Step ---
         g_hat, g_norm = _col_normalize(g, dim=-2)
         w12_new = w12 - lr * g_hat  # (B, H, d, 2d)
@@ -242,13 +245,8 @@ class TTTInnerFunction(torch.autograd.Function):
         coef = -scale / n
         d_out1 = _heads(grad_out[..., :c], heads)  # (B, H, N, d)
         y = qh @ w12_new  # recomputed, (B, H, N, 2d)
-        y1, y2 = y[..., :d], y[..., d:]
         # dy = [d_out1 silu(y2), d_out1 y1 silu'(y2)], written into y's buffer
-        y1_d = y1 * d_out1
-        torch.ops.aten.silu.out(y2, out=y1).mul_(d_out1)
-        _silu_backward_(y1_d, y2)
-        dy = y
-        del y1, y2, y1_d
+        dy = _swiglu_grad_(y, d_out1)
         dq = dy @ w12_new.transpose(-2, -1)  # (B, H, N, d)
         d_w12_new = qh.transpose(-2, -1) @ dy  # (B, H, d, 2d)
         del dy, y
