@@ -91,10 +91,19 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     assert list(rows[0]['parts']) == list(benchmark.PART_GROUPS)[:-2] + ['stage 4', 'out norms']
     assert list(rows[1]['parts']) == ['stem', 'stage 1', 'out norms']
     assert all(t > 0 for r in rows for t in r['parts'].values())
+    # ... and on CPU the operators of a profiled step, sorted by what they compute
+    for r in rows:
+        ops = r['ops']
+        assert ops['matrix products'] > 0 and ops['other'] > 0 and ops['gmac'] > 0
+        assert ops['profiled'] == pytest.approx(
+            sum(ops[k] for k in benchmark.OP_CLASSES))
+    assert rows[0]['ops']['convolutions'] > 0  # ViT3's stem; ViT-S's patch embedding
+    assert rows[1]['ops']['convolutions'] > 0
     table = (out / 'benchmark.md').read_text()
     assert 'H-ViT3-T' in table and 'ViT-S/16' in table and '40x56' in table
     assert 'Where the time goes' in table
     assert '| H-ViT3-T | train | 40x56 | ' in table.split('Where the time goes')[1]
+    assert '| H-ViT3-T | train | 40x56 | ' in table.split('What the operators compute')[1]
     assert (out / 'benchmark.png').stat().st_size > 10_000
     machine = json.loads((out / 'machine.json').read_text())
     assert machine['threads'] == 1
@@ -163,3 +172,42 @@ def test_breakdown_table_takes_the_median_over_rounds():
     assert lines[3] == '| model | mode | input | stem | stage 1 | rest | whole |'
     assert lines[5] == '| H-ViT3-T | train | 800x1344 | 1.000 | 5.000 | 4.000 | 10.000 |'
     assert benchmark.breakdown_table(rows[:0]) == []
+
+
+def test_op_split_sorts_operators_and_counts_multiply_adds():
+    """Each operator's self time counted once, in the class of its kernel;
+    multiply-adds of every matrix-product call from its factors' shapes."""
+    events = [
+        ('aten::mm', 0.5, 2, [[4200, 320], [320, 1280]]),
+        ('aten::addmm', 0.25, 1, [[1280], [4200, 320], [320, 1280], [], []]),
+        ('aten::bmm', 0.125, 3, [[10, 4200, 32], [10, 32, 64]]),
+        ('aten::baddbmm', 0.125, 1, [[2, 8, 16], [2, 8, 4], [2, 4, 16], [], []]),
+        ('aten::mkldnn_convolution', 0.75, 4, [[1, 32, 400, 672], [32, 32, 3, 3]]),
+        ('aten::convolution_backward', 1.0, 1, []),
+        ('aten::gelu', 0.5, 9, [[1, 4200, 1280], []]),
+        ('aten::mm', 0.25, 1, []),  # shapes not recorded: time counts, MACs do not
+    ]
+    split = benchmark.op_split(events)
+    assert split['matrix products'] == 1.25
+    assert split['convolutions'] == 1.75
+    assert split['other'] == 0.5
+    assert split['profiled'] == 3.5
+    macs = 3 * 4200 * 320 * 1280 + 3 * 10 * 4200 * 32 * 64 + 2 * 8 * 4 * 16
+    assert split['gmac'] == pytest.approx(macs / 1e9)
+    assert benchmark.op_split([]) == {'matrix products': 0., 'convolutions': 0.,
+                                      'other': 0., 'profiled': 0., 'gmac': 0.}
+
+
+def test_ops_table_takes_the_median_over_rounds():
+    rows = [dict(result('vit3-t', 'train', (800, 1344), t, 3.0), runs=1,
+                 parts=dict(stem=t / 10),
+                 ops={'matrix products': t / 2, 'convolutions': 1.0, 'other': t / 4,
+                      'profiled': 0.75 * t + 1, 'gmac': 300.0})
+            for t in (9.0, 12.0, 10.0)]
+    merged = benchmark.aggregate(rows)
+    assert merged[0]['ops']['matrix products'] == 5.0
+    lines = benchmark.ops_table(merged)
+    assert lines[5] == ('| H-ViT3-T | train | 800x1344 | 5.000 | 300.0 | 60.0 | 1.000 | '
+                        '2.500 | 8.500 | 10.000 |')
+    assert lines[-1] in benchmark.breakdown_table(merged)
+    assert benchmark.ops_table(rows[:0]) == []

@@ -14,7 +14,9 @@ plot of time and memory against pixels with linear and quadratic slopes
 the plain implementation, and the two detection sizes with each other.
 With ``--breakdown`` each part of a backbone (stem, each stage's blocks,
 each down-sampling, the output norms) is also timed on its own, fed what it
-gets in the model, and the report says where the time goes.
+gets in the model, and the report says where the time goes; on CPU a few more
+steps run under ``torch.profiler`` and their operators' time is split into
+matrix products (with their multiply-adds), convolutions and the rest.
 
 Examples::
 
@@ -251,6 +253,73 @@ def time_parts(name: str, model, step, train: bool, amp, runs: int,
     return groups
 
 
+#: profiler operators that are matrix-product kernels, and the argument
+#: positions of their two factors (for counting multiply-adds)
+MATMUL_OPS = {'aten::mm': (0, 1), 'aten::addmm': (1, 2), 'aten::bmm': (0, 1),
+              'aten::baddbmm': (1, 2), 'aten::_addmm_activation': (1, 2)}
+#: profiler operators that are convolution kernels (forward or backward)
+CONV_OPS = frozenset({
+    'aten::mkldnn_convolution', 'aten::convolution_backward',
+    'aten::_slow_conv2d_forward', 'aten::_slow_conv2d_backward',
+    'aten::slow_conv_dilated2d', 'aten::_nnpack_spatial_convolution',
+    'mkldnn::_convolution_pointwise'})
+#: the classes of :func:`op_split`, in report order
+OP_CLASSES = ('matrix products', 'convolutions', 'other')
+
+
+def _matmul_macs(name: str, shapes) -> Optional[int]:
+    """Multiply-adds of one call of a matrix-product operator from its input
+    shapes (``(.., m, k) @ (.., k, n)``), None where the shapes are not
+    recorded."""
+    try:
+        a, b = (shapes[i] for i in MATMUL_OPS[name])
+        batch = math.prod(a[:-2])
+        return batch * a[-2] * a[-1] * b[-1]
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+def op_split(events) -> Dict[str, float]:
+    """Sort a profiled step's operators by what they compute.
+
+    Args:
+        events: ``(name, self seconds, calls, input shapes)`` per operator
+            and input shapes, e.g. from ``key_averages(group_by_input_shape=True)``.
+
+    Returns:
+        dict: seconds of self time of :data:`OP_CLASSES`, ``'profiled'``
+        (all of them) and ``'gmac'``, the matrix products' multiply-adds in G
+        (calls whose shapes were not recorded count none).
+    """
+    split = dict.fromkeys(OP_CLASSES, 0.)
+    macs = 0
+    for name, seconds, calls, shapes in events:
+        if name in MATMUL_OPS:
+            split['matrix products'] += seconds
+            macs += calls * (_matmul_macs(name, shapes) or 0)
+        elif name in CONV_OPS:
+            split['convolutions'] += seconds
+        else:
+            split['other'] += seconds
+    split['profiled'] = sum(split[k] for k in OP_CLASSES)
+    split['gmac'] = macs / 1e9
+    return split
+
+
+def profile_ops(step, runs: int) -> Dict[str, float]:
+    """:func:`op_split` per ``step()``, averaged over ``runs`` steps under
+    ``torch.profiler`` after one unprofiled step (CPU time; the profiler's
+    bookkeeping makes a step slower than a timed one)."""
+    from torch.profiler import ProfilerActivity, profile
+    step()  # settle the heap after the parts ran alone
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(runs):
+            step()
+    split = op_split((e.key, e.self_cpu_time_total / 1e6, e.count, e.input_shapes)
+                     for e in prof.key_averages(group_by_input_shape=True))
+    return {k: v / runs for k, v in split.items()}
+
+
 # ---------------------------------------------------------------------------
 # One measurement (child process)
 # ---------------------------------------------------------------------------
@@ -325,6 +394,8 @@ def measure(job: dict) -> dict:
     if job.get('breakdown') and samples is None:
         result['parts'] = time_parts(job['model'], model, step, train, amp,
                                      job['repeat'], sync)
+        if not cuda:  # CPU self time is the kernels' time only there
+            result['ops'] = profile_ops(step, job['repeat'])
     return result
 
 
@@ -531,6 +602,30 @@ def breakdown_table(results: Sequence[dict]) -> List[str]:
         rest = r['seconds'] - sum(r['parts'].values())
         lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['size'][0]}x{r['size'][1]} | "
                      + ' | '.join(cells) + f" | {rest:.3f} | {r['seconds']:.3f} |")
+    return lines + ops_table(rows)
+
+
+def ops_table(results: Sequence[dict]) -> List[str]:
+    """The ``--breakdown`` operator split (CPU) as a table, or nothing."""
+    rows = [r for r in results if 'ops' in r and 'error' not in r]
+    if not rows:
+        return []
+    lines = [
+        '', 'What the operators compute (per step under torch.profiler, self CPU '
+        'time in seconds; "other" is everything but matrix-product and '
+        'convolution kernels: element-wise work, norms, copies, reductions; '
+        'the profiler makes a step slower than a timed one):', '',
+        '| model | mode | input | matrix products | G multiply-adds | '
+        'G multiply-adds/s | convolutions | other | profiled step | timed step |',
+        '| --- ' * 10 + '|'
+    ]
+    for r in rows:
+        ops = r['ops']
+        mm = ops['matrix products']
+        rate = f"{ops['gmac'] / mm:.1f}" if mm > 0 else ''
+        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['size'][0]}x{r['size'][1]} | "
+                     f"{mm:.3f} | {ops['gmac']:.1f} | {rate} | {ops['convolutions']:.3f} | "
+                     f"{ops['other']:.3f} | {ops['profiled']:.3f} | {r['seconds']:.3f} |")
     return lines
 
 
@@ -630,6 +725,9 @@ def aggregate(results: Sequence[dict]) -> List[dict]:
         if all('parts' in r for r in ok):
             extra['parts'] = {g: statistics.median(r['parts'][g] for r in ok)
                               for g in ok[0]['parts']}
+        if all('ops' in r for r in ok):
+            extra['ops'] = {k: statistics.median(r['ops'][k] for r in ok)
+                            for k in ok[0]['ops']}
         merged.append(dict(ok[0], **extra, seconds=sec, images_per_s=ok[0]['batch'] / sec,
                            runs=sum(r['runs'] for r in ok), rounds=len(ok),
                            peak_gib=max(r['peak_gib'] for r in ok),
@@ -677,7 +775,9 @@ def parse_args(argv=None):
     parser.add_argument('--breakdown', action='store_true',
                         help='also time each part of the backbone on its own '
                         '(stem, each stage\'s blocks, each down-sampling, the '
-                        'output norms), fed what it gets in the model; '
+                        'output norms), fed what it gets in the model, and '
+                        'on CPU split one profiled step\'s operator time into '
+                        'matrix products, convolutions and the rest; '
                         'backbone level only')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--replot', metavar='DIR',

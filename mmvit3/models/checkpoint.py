@@ -99,6 +99,16 @@ def select_state_dict(checkpoint: Any,
     return checkpoint, None
 
 
+def _unwrapped_tensors(state_dict: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """The tensor entries of a state dict, without DDP's ``'module.'`` prefix
+    when every one has it."""
+    state = {k: v for k, v in state_dict.items()
+             if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
 def infer_arch(state_dict: Mapping[str, Any]) -> Optional[dict]:
     """Widths and depths of the ViT3 a state dict belongs to, or None."""
     depths: Dict[int, int] = {}
@@ -154,10 +164,7 @@ def checkpoint_filter_fn(checkpoint: Any,
     """
     state_dict, source_key = select_state_dict(checkpoint, key)
     report = FilterReport(source_key=source_key)
-    state = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
+    state = _unwrapped_tensors(state_dict)
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if prefix:
@@ -226,11 +233,9 @@ def check_model_checkpoint(model: nn.Module, checkpoint: Any) -> None:
     if not isinstance(backbone, ViT3):
         return
     try:
-        state, _ = select_state_dict(checkpoint)
+        unwrapped = _unwrapped_tensors(select_state_dict(checkpoint)[0])
     except CheckpointMismatchError:
         return
-    unwrapped = {(k[len('module.'):] if k.startswith('module.') else k): v
-                 for k, v in state.items() if isinstance(k, str)}
     if not any(k.startswith('backbone.') for k in unwrapped):
         if infer_arch(unwrapped) is not None:
             raise CheckpointMismatchError(
