@@ -394,7 +394,7 @@ def measure(job: dict) -> dict:
     if job.get('breakdown') and samples is None:
         result['parts'] = time_parts(job['model'], model, step, train, amp,
                                      job['repeat'], sync)
-        if not cuda:  # CPU self time is the kernels' time only there
+        if not cuda:  # on CUDA the CPU self time is launch time, not the kernels'
             result['ops'] = profile_ops(step, job['repeat'])
     return result
 
@@ -722,12 +722,10 @@ def aggregate(results: Sequence[dict]) -> List[dict]:
             continue
         sec = statistics.median(r['seconds'] for r in ok)
         extra = {}
-        if all('parts' in r for r in ok):
-            extra['parts'] = {g: statistics.median(r['parts'][g] for r in ok)
-                              for g in ok[0]['parts']}
-        if all('ops' in r for r in ok):
-            extra['ops'] = {k: statistics.median(r['ops'][k] for r in ok)
-                            for k in ok[0]['ops']}
+        for field in ('parts', 'ops'):  # --breakdown's per-part and per-class seconds
+            if all(field in r for r in ok):
+                extra[field] = {k: statistics.median(r[field][k] for r in ok)
+                                for k in ok[0][field]}
         merged.append(dict(ok[0], **extra, seconds=sec, images_per_s=ok[0]['batch'] / sec,
                            runs=sum(r['runs'] for r in ok), rounds=len(ok),
                            peak_gib=max(r['peak_gib'] for r in ok),
@@ -776,8 +774,8 @@ def parse_args(argv=None):
                         help='also time each part of the backbone on its own '
                         '(stem, each stage\'s blocks, each down-sampling, the '
                         'output norms), fed what it gets in the model, and '
-                        'on CPU split one profiled step\'s operator time into '
-                        'matrix products, convolutions and the rest; '
+                        'on CPU split the operator time of a few profiled '
+                        'steps into matrix products, convolutions and the rest; '
                         'backbone level only')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--replot', metavar='DIR',
