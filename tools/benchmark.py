@@ -709,7 +709,8 @@ def read_results(out_dir: str) -> List[dict]:
 
 def aggregate(results: Sequence[dict]) -> List[dict]:
     """One result per (level, model, mode, size) from several ``--rounds``:
-    the median time over the rounds, the largest peak memory. A measurement
+    the median time over the rounds (and of ``--breakdown``'s seconds), the
+    largest peak memory. A measurement
     that failed in every round keeps its first error."""
     groups: Dict[tuple, List[dict]] = {}
     for r in results:
