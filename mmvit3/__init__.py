@@ -7,6 +7,7 @@ registers ``ViT3`` in the model registries of the installed libraries and
 ``LoadImageFromFileChecked`` in their transform registries.
 """
 from .models import ViT3, checkpoint_filter_fn, load_pretrained
+from .kernels import blocks as _fused_blocks  # noqa: F401  (registers the fused kernels)
 from .registration import register_models, register_transforms
 from .safe_load import (UnsafeCheckpointError, load_checkpoint_file,
                         register_checkpoint_loader, trust_checkpoints)

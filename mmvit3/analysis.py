@@ -1,6 +1,6 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Model-level parameters and FLOPs of MMDetection / MMSegmentation configs,
-counted the way the official ViT³ figures were (spec §6).
+counted the way the paper's figures were.
 
 The counts come from mmengine's jit-tracing :class:`~mmengine.analysis.FlopAnalyzer`
 (one multiply-add = 1 FLOP) with its default op handles:
@@ -18,38 +18,31 @@ per-sample 3x3 depth-wise convolution of the queries (``aten::_convolution``,
 ``9 B N d``) are counted; the 2D RoPE, the gates, the normalisation of the
 gradients and the closed-form 3x3 window correlation ``G3`` (a multiply and a
 sum in the authors' code) are not. That is what the authors' figures
-include: the nine figures of spec §6 are reproduced within 0.5 %
+include: the nine released figures are reproduced within 0.5 %
 (``tests/test_configs.py``).
 
-The backbone's fast path (:mod:`mmvit3.models.ttt_fast`) wraps the mixer's
-inner part and the MLP's ``gelu -> dwc -> gelu -> fc2`` tail in custom autograd
-functions, which jit records as opaque ``prim::PythonOp`` nodes that the
-default handles skip. :data:`FAST_PATH_HANDLES` registers a handle for each
-that counts the same operations as above. The model is still traced on its
-plain path (``set_fast_path(False)``, restored afterwards): the fast path
-computes the same function, and tracing it needs plain-int sizes (with sizes
-read from traced tensors, ``Function.apply`` fails with
-``RuntimeError: unordered_map::at``).
+Under jit tracing the backbone runs its plain modules whatever its ``impl``
+(:mod:`mmvit3.kernels.dispatch`), so this, mmengine's
+``get_model_complexity_info`` and mmdet's / mmseg's own ``get_flops.py`` all
+count the same operations.
 
-Defaults of spec §6: a detector runs in test mode (``mode='tensor'``: backbone,
-neck, RPN with its proposal post-processing, 1000 proposals through the box
-head, the first 100 through the mask head) on a 1x3x800x1280 image; a
-segmentor runs its whole-image decode forward (``mode='tensor'``: backbone and
-decode head, no final resize) on 1x3x512x2048, and its parameters exclude the
-auxiliary head. Nothing is read from disk but the config: the model is built
-from the registry without ``init_weights`` (no pretrained file, no dataset).
+Defaults, as the paper's figures: a detector runs in test mode
+(``mode='tensor'``: backbone, neck, RPN with its proposal post-processing,
+1000 proposals through the box head, the first 100 through the mask head) on
+a 1x3x800x1280 image; a segmentor runs its whole-image decode forward
+(``mode='tensor'``: backbone and decode head, no final resize) on 1x3x512x2048,
+and its parameters exclude the auxiliary head. Nothing is read from disk but
+the config: the model is built from the registry without ``init_weights`` (no
+pretrained file, no dataset).
 """
 import importlib
 from collections import Counter
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import get_shape
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
@@ -57,83 +50,23 @@ from mmengine.utils import import_modules_from_strings
 
 from .utils.tools import config_scope, load_config
 
-__all__ = ['DEFAULT_SHAPES', 'FAST_PATH_HANDLES', 'Complexity',
-           'analyze_config', 'analyze_model', 'build_model', 'config_scope',
-           'format_count', 'load_config', 'make_flop_analyzer', 'plain_path']
+__all__ = ['DEFAULT_SHAPES', 'Complexity', 'analyze_config', 'analyze_model',
+           'build_model', 'config_scope', 'format_count', 'load_config',
+           'make_flop_analyzer']
 
-#: Default input ``(h, w)`` per library (``mmvit3.registration.SCOPES``;
-#: spec §6).
+#: Default input ``(h, w)`` per library (``mmvit3.registration.SCOPES``),
+#: the sizes of the paper's figures.
 DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
     'mmdet': (800, 1280),
     'mmseg': (512, 2048),
 }
 
 
-# ---------------------------------------------------------------------------
-# Handles for the fast path's custom autograd functions
-# ---------------------------------------------------------------------------
-def ttt_inner_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``TTTInnerFunction(qkv, w1, w2, w3)``: ``qkv`` (B, N, 3C + 3d),
-    ``w3`` (d, 1, 3, 3). Counts what the plain mixer's traced ops count:
-    six ``(N x d) @ (d x d)`` products per head (``6 B N C d``, matmul) and the
-    per-sample 3x3 depth-wise convolution of ``q2`` (``9 B N d``, conv)."""
-    b, n, total = get_shape(inputs[0])
-    d = get_shape(inputs[3])[0]
-    c = (total - 3 * d) // 3
-    return Counter({'matmul': 6 * b * n * c * d, 'conv': 9 * b * n * d})
-
-
-def mlp_tail_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``MlpTailFunction(x, weight, bias, fc2_weight, fc2_bias)``: ``x``
-    (B, N, Ch); the 3x3 depth-wise convolution, ``9 B N Ch`` (conv, bias not
-    counted, as mmengine's conv handle), and ``fc2``, ``B N Ch C`` (linear)."""
-    b, n, ch = get_shape(inputs[0])
-    k = get_shape(inputs[1])  # (Ch, 1, kh, kw)
-    c = get_shape(inputs[3])[0]  # fc2 weight (C, Ch)
-    return Counter({'conv': b * n * ch * k[1] * k[2] * k[3],
-                    'linear': b * n * ch * c})
-
-
-def layer_norm_linear_flop_jit(inputs: List[Any], outputs: List[Any]) -> Counter:
-    """``LayerNormLinearFunction(x, norm_weight, norm_bias, eps, weight,
-    bias)``: the affine LayerNorm as mmengine counts it (5 per element) and
-    the linear layer (``in x out`` per token)."""
-    shape = get_shape(inputs[0])
-    tokens = int(np.prod(shape[:-1]))
-    out_features = get_shape(inputs[4])[0]
-    return Counter({'layer_norm': tokens * shape[-1] * 5,
-                    'linear': tokens * shape[-1] * out_features})
-
-
-#: Op handles of the backbone's fast-path autograd functions.
-FAST_PATH_HANDLES = {
-    'prim::PythonOp.TTTInnerFunction': ttt_inner_flop_jit,
-    'prim::PythonOp.MlpTailFunction': mlp_tail_flop_jit,
-    'prim::PythonOp.LayerNormLinearFunction': layer_norm_linear_flop_jit,
-}
-
-
-@contextmanager
-def plain_path(model: nn.Module):
-    """Switch every module with a ``fast_path`` flag to the plain path for the
-    duration of the block, then restore the flags."""
-    saved = [(m, m.fast_path) for m in model.modules()
-             if isinstance(getattr(m, 'fast_path', None), bool)]
-    try:
-        for m, _ in saved:
-            m.fast_path = False
-        yield model
-    finally:
-        for m, flag in saved:
-            m.fast_path = flag
-
-
 def make_flop_analyzer(model: nn.Module, inputs: tuple,
                        extra_handles: Optional[dict] = None) -> FlopAnalyzer:
-    """A quiet :class:`FlopAnalyzer` with the default handles,
-    :data:`FAST_PATH_HANDLES` and ``extra_handles``."""
+    """A quiet :class:`FlopAnalyzer` with the default handles and
+    ``extra_handles``."""
     analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle(**FAST_PATH_HANDLES)
     if extra_handles:
         analyzer.set_op_handle(**extra_handles)
     analyzer.unsupported_ops_warnings(False)
@@ -209,10 +142,10 @@ def analyze_model(model: nn.Module,
                   shape: Optional[Sequence[int]] = None,
                   name: str = '',
                   extra_handles: Optional[dict] = None,
-                  seed: int = 0,
-                  fast_path: bool = False) -> Complexity:
+                  seed: int = 0) -> Complexity:
     """Parameters and FLOPs of a built detector / segmentor. A segmentor's
-    auxiliary head is removed from ``model`` first (spec §6).
+    auxiliary head is removed from ``model`` first (the paper's figures
+    exclude it).
 
     Args:
         model (nn.Module): An mmdet detector or an mmseg segmentor.
@@ -223,9 +156,6 @@ def analyze_model(model: nn.Module,
         extra_handles (dict, optional): ``{op_name: handle or None}`` given
             to :meth:`FlopAnalyzer.set_op_handle` on top of the defaults.
         seed (int): Seed of the random input (and of nothing else).
-        fast_path (bool): Trace the backbone's fast path as it is (its
-            custom functions counted by :data:`FAST_PATH_HANDLES`) instead
-            of switching to the plain path. Defaults to False.
 
     Returns:
         Complexity: The measurements.
@@ -234,7 +164,7 @@ def analyze_model(model: nn.Module,
     if len(shape) != 2:
         raise ValueError(f'shape must be (h, w), got {shape}')
     if scope == 'mmseg' and getattr(model, 'auxiliary_head', None) is not None:
-        # spec §6: UperNet figures exclude the auxiliary head (training only).
+        # UperNet figures exclude the auxiliary head (training only).
         model.auxiliary_head = None
     model.eval()
     params = parameter_count(model)['']
@@ -243,8 +173,7 @@ def analyze_model(model: nn.Module,
     inputs, data_samples = _inputs_for(model, scope, shape)
     wrapper = _TensorForward(model, data_samples).eval()
     # no_grad: gradient checkpointing (with_cp) is a training-time path only.
-    switch = nullcontext() if fast_path else plain_path(model)
-    with torch.no_grad(), switch:
+    with torch.no_grad():
         analyzer = make_flop_analyzer(wrapper, (inputs, ), extra_handles)
         flops = analyzer.total()
         # drop the wrapper: '' is the total, 'model.x' becomes 'x'

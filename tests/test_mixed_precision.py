@@ -23,10 +23,11 @@ import pytest
 import torch
 from _helpers import (DET_CFG, SEG_CFG, demo_cfg, demo_model, det_sample,
                       seg_sample)
-from test_fast_path import bias_before_train_bn, rel_err
+from test_fused import bias_before_train_bn, rel_err
 
 from mmvit3 import ViT3
-from mmvit3.models.ttt_fast import TTTInnerFunction, ttt_inner_fast
+from mmvit3.kernels import ttt_fused
+from mmvit3.kernels.ttt_fused import ttt_inner
 
 OUT_RTOL = 0.1
 GRAD_COS = 0.85
@@ -37,7 +38,7 @@ DEVICES = [('cpu', torch.bfloat16)]
 if torch.cuda.is_available():  # not run on the CPU-only CI
     DEVICES += [('cuda', torch.float16), ('cuda', torch.bfloat16)]
 
-FAST_PATHS = [True, False]
+IMPLS = ['fused', 'plain']
 
 
 def _as_float(value) -> float:
@@ -66,11 +67,11 @@ def backbone_step(model, x, device, dtype):
     return [o.detach().float() for o in outs], loss.detach(), grads
 
 
-@pytest.mark.parametrize('fast_path', FAST_PATHS)
+@pytest.mark.parametrize('impl', IMPLS)
 @pytest.mark.parametrize('device,dtype', DEVICES)
-def test_backbone_training_step_under_autocast(device, dtype, fast_path):
+def test_backbone_training_step_under_autocast(device, dtype, impl):
     torch.manual_seed(0)
-    model = ViT3(arch='tiny', drop_path_rate=0., fast_path=fast_path)
+    model = ViT3(arch='tiny', drop_path_rate=0., impl=impl)
     model = model.to(device).train()
     x = torch.randn(2, 3, 64, 96, device=device)
     ref_outs, _, ref_grads = backbone_step(model, x, device, torch.float32)
@@ -96,13 +97,14 @@ def test_inner_step_runs_in_float32_under_autocast(device, dtype, monkeypatch):
     inputs, rounded once to their dtype: nothing of the update is lost to
     low precision, however small it is against the weights."""
     seen = []
-    forward = TTTInnerFunction.forward
+    op = torch.ops.mmvit3.ttt_inner
 
-    def spy(ctx, qkv, *args):
-        seen.append((qkv.dtype, torch.is_autocast_enabled(device)))
-        return forward(ctx, qkv, *args)
+    class Spy:
+        def __call__(self, qkv, *args):
+            seen.append((qkv.dtype, torch.is_autocast_enabled(device)))
+            return op(qkv, *args)
 
-    monkeypatch.setattr(TTTInnerFunction, 'forward', staticmethod(spy))
+    monkeypatch.setattr(ttt_fused.torch.ops.mmvit3, 'ttt_inner', Spy(), raising=False)
     torch.manual_seed(0)
     heads, d, hw = 2, 32, (9, 13)
     c = heads * d
@@ -116,7 +118,7 @@ def test_inner_step_runs_in_float32_under_autocast(device, dtype, monkeypatch):
     with torch.autocast(device, dtype=dtype):
         qkv = proj(x)
         assert qkv.dtype == dtype  # autocast made the projection low precision
-        out = ttt_inner_fast(qkv, *args)
+        out = ttt_inner(qkv, *args)
     assert seen == [(torch.float32, False)]
     assert out.dtype == dtype
     grad_out = torch.randn_like(out)
@@ -124,7 +126,7 @@ def test_inner_step_runs_in_float32_under_autocast(device, dtype, monkeypatch):
     assert grad_qkv.dtype == dtype
 
     qkv32 = qkv.detach().float().requires_grad_()
-    ref = ttt_inner_fast(qkv32, *args)
+    ref = ttt_inner(qkv32, *args)
     ref_grad, = torch.autograd.grad(ref, qkv32, grad_out.float())
     torch.testing.assert_close(out, ref.to(dtype), rtol=0, atol=0)
     torch.testing.assert_close(grad_qkv, ref_grad.to(dtype), rtol=0, atol=0)

@@ -104,12 +104,12 @@ def test_training_on_a_one_pixel_last_map_is_a_clear_error():
     two(torch.randn(1, 3, 9, 8))
 
 
-@pytest.mark.parametrize('fast_path', [True, False])
-def test_every_parameter_gets_a_gradient(fast_path):
+@pytest.mark.parametrize('impl', ['fused', 'plain'])
+def test_every_parameter_gets_a_gradient(impl):
     """... with the parameter's own strides, as DDP's gradient buckets need
     (depth-wise weights get theirs back from a channels-last layout)."""
     torch.manual_seed(0)
-    model = ViT3(arch='tiny', drop_path_rate=0., fast_path=fast_path).train()
+    model = ViT3(arch='tiny', drop_path_rate=0., impl=impl).train()
     outs = model(torch.randn(2, 3, 45, 61))
     sum(o.square().mean() for o in outs).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

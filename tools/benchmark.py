@@ -54,7 +54,7 @@ BACKBONES: Dict[str, tuple] = {
     'vit3-t': ('mmdet', dict(type='ViT3', arch='tiny'), [64, 128, 320, 512]),
     'vit3-s': ('mmdet', dict(type='ViT3', arch='small'), [64, 128, 320, 512]),
     'vit3-b': ('mmdet', dict(type='ViT3', arch='base'), [96, 192, 448, 640]),
-    'vit3-t-plain': ('mmdet', dict(type='ViT3', arch='tiny', fast_path=False),
+    'vit3-t-plain': ('mmdet', dict(type='ViT3', arch='tiny', impl='plain'),
                      [64, 128, 320, 512]),
     'swin-t': ('mmdet', dict(type='SwinTransformer'), [96, 192, 384, 768]),
     'r50': ('mmdet', dict(type='ResNet', depth=50), [256, 512, 1024, 2048]),

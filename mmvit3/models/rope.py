@@ -1,5 +1,5 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""2D rotary position embedding (spec §1), computed for the actual grid of
+"""2D rotary position embedding of the TTT mixer, computed for the actual grid of
 every input; nothing about it is learned or stored."""
 import re
 from typing import Tuple

@@ -3,7 +3,7 @@
 
 Every layer builds two small inner modules from the keys and values of the
 current image with one closed-form, non-causal gradient step over all tokens,
-then applies the updated inner modules to the queries (spec §1):
+then applies the updated inner modules to the queries (the paper's Sec. 3):
 
 * inner module 1, a simplified SwiGLU per head: ``f(x) = (x W1) * silu(x W2)``;
 * inner module 2, a 3x3 depth-wise convolution ``W3`` on the token grid.
@@ -20,9 +20,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from .rope import apply_rope_2d, rope_2d_cos_sin
-from .ttt_fast import ttt_inner_fast
 
-#: Channels per head, and width of inner module 2 (spec: d = 32).
+#: Channels per head, and width of inner module 2, in H-ViT³ (d = 32).
 HEAD_DIM = 32
 #: Scale ``s`` of both inner losses (the released weights were trained with 1/3).
 INNER_LOSS_SCALE = 1.0 / 3.0
@@ -129,22 +128,23 @@ def inner_train_dwconv(w3: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 # The mixer
 # ---------------------------------------------------------------------------
 class TTTMixer(BaseModule):
-    """ViT³ token mixer: two inner modules trained at test time (spec §1).
+    """ViT³ token mixer: two inner modules trained at test time (the paper's
+    Sec. 3).
 
-    ``qkv`` projects to ``q1, k1, v1`` (``C`` channels, ``C / 32`` heads, inner
-    module 1, 2D RoPE on ``q1`` and ``k1``) and ``q2, k2, v2`` (32 channels,
-    inner module 2); ``proj`` merges both outputs back to ``C`` channels.
+    ``qkv`` projects to ``q1, k1, v1`` (``C`` channels in ``C / d`` heads of
+    ``d``, inner module 1, optionally 2D RoPE on ``q1`` and ``k1``) and
+    ``q2, k2, v2`` (``d`` channels, inner module 2); ``proj`` merges both
+    outputs back to ``C`` channels.
 
     Args:
         embed_dims (int): Channels ``C``; a multiple of ``head_dim``.
-        head_dim (int): Channels per head ``d``. Defaults to 32.
+        head_dim (int): Channels per head ``d``, also the width of inner
+            module 2. Defaults to 32.
+        use_rope (bool): 2D rotary position embedding on ``q1`` and ``k1``
+            (H-ViT³ has it, the plain ViT³ not). Defaults to True.
         inner_loss_scale (float): Scale ``s`` of both inner losses.
             Defaults to 1/3, the value the released weights were trained with.
         inner_lr (float): Inner learning rate. Defaults to 1.
-        fast_path (bool): Use :func:`mmvit3.models.ttt_fast.ttt_inner_fast`
-            (same result, less memory and time, inner step in float32);
-            False runs the plain, spec-literal code under autograd.
-            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -152,9 +152,9 @@ class TTTMixer(BaseModule):
     def __init__(self,
                  embed_dims: int,
                  head_dim: int = HEAD_DIM,
+                 use_rope: bool = True,
                  inner_loss_scale: float = INNER_LOSS_SCALE,
                  inner_lr: float = INNER_LR,
-                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims % head_dim:
@@ -163,9 +163,9 @@ class TTTMixer(BaseModule):
         self.embed_dims = embed_dims
         self.head_dim = head_dim
         self.num_heads = embed_dims // head_dim
+        self.use_rope = use_rope
         self.inner_loss_scale = inner_loss_scale
         self.inner_lr = inner_lr
-        self.fast_path = fast_path
 
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims + 3 * head_dim)
         self.w1 = nn.Parameter(torch.empty(1, self.num_heads, head_dim, head_dim))
@@ -177,27 +177,16 @@ class TTTMixer(BaseModule):
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """``x``: ``(B, N, C)`` tokens of an ``hw_shape`` grid -> ``(B, N, C)``."""
-        if self.fast_path:
-            return self.forward_qkv(self.qkv(x), hw_shape)
-        return self.forward_plain(x, hw_shape)
-
-    def forward_qkv(self, qkv: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """The fast path from the ``qkv`` projection ``(B, N, 3C + 3d)`` on."""
-        inner = ttt_inner_fast(qkv, self.w1, self.w2, self.w3, hw_shape, self.num_heads,
-                               self.inner_loss_scale, self.inner_lr)  # (B, N, C + d)
-        return self.proj(inner)
-
-    def forward_plain(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """The spec-literal mixer under plain autograd (the test oracle)."""
         b, n, c = x.shape
         h, w = hw_shape
         d, heads = self.head_dim, self.num_heads
         q1, k1, v1, q2, k2, v2 = self.qkv(x).split([c, c, c, d, d, d], dim=-1)
 
         # Inner module 1: simplified SwiGLU per head.
-        cos, sin = rope_2d_cos_sin(hw_shape, c, device=x.device)
-        q1 = apply_rope_2d(q1, cos, sin)
-        k1 = apply_rope_2d(k1, cos, sin)
+        if self.use_rope:
+            cos, sin = rope_2d_cos_sin(hw_shape, c, device=x.device)
+            q1 = apply_rope_2d(q1, cos, sin)
+            k1 = apply_rope_2d(k1, cos, sin)
         # (B, N, C) -> (B, H, N, d)
         q1, k1, v1 = (t.reshape(b, n, heads, d).transpose(1, 2) for t in (q1, k1, v1))
         w1, w2 = inner_train_swiglu(self.w1, self.w2, k1, v1,
@@ -217,6 +206,6 @@ class TTTMixer(BaseModule):
 
     def extra_repr(self) -> str:
         return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '
-                f'head_dim={self.head_dim}, '
+                f'head_dim={self.head_dim}, use_rope={self.use_rope}, '
                 f'inner_loss_scale={self.inner_loss_scale:.4g}, '
-                f'inner_lr={self.inner_lr}, fast_path={self.fast_path}')
+                f'inner_lr={self.inner_lr}')

@@ -1,15 +1,21 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""H-ViT³, the hierarchical ViT³ backbone for dense prediction (spec §2–§4).
+"""H-ViT³, the hierarchical ViT³ backbone for dense prediction.
 
-Built bottom-up: conv stem -> block (CPE, TTT mixer, conv MLP) -> stage
-(blocks + patch merging) -> backbone. Tokens travel as ``(B, N, C)`` with an
-explicit ``hw_shape = (h, w)``. State-dict names follow the authors' released
-files, so their checkpoints load without renaming.
+Built bottom-up: convolutional stem -> block (CPE, TTT mixer, convolutional
+MLP) -> stage (blocks + patch merging) -> backbone. Tokens travel as
+``(B, N, C)`` with an explicit ``hw_shape = (h, w)``. State-dict names follow
+the authors' released files, so their checkpoints load without renaming.
+
+What is written here is the model and what runs without fused kernels. The
+stem, the patch merging and the block each ask
+:func:`mmvit3.kernels.dispatch.fused_forward` whether a fused implementation
+of the same computation runs instead (``impl``, see :class:`ViT3`).
 
 This module needs torch, mmengine and mmcv only; it never imports mmdet or
 mmseg (``mmvit3.registration`` puts it into their registries).
 """
 import copy
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -23,80 +29,40 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .conv_fast import conv2d_fast, conv_args
+from ..kernels import dispatch
 from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .ttt import HEAD_DIM, TTTMixer
-from .ttt_fast import layer_norm_linear, mlp_tail_fast
 
 HWShape = Tuple[int, int]
 
 
-def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape,
-                   channels_last: bool = False) -> torch.Tensor:
-    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map: a contiguous
-    copy, or with ``channels_last`` a channels-last view (no copy)."""
+def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map, contiguous (a
+    channels-last view would give the depth-wise convolutions' weights
+    gradients of another layout than the weights', which DDP warns about
+    and copies every step)."""
     b, n, c = x.shape
     h, w = hw_shape
     if n != h * w:
         raise ValueError(f'{n} tokens do not fill a {h}x{w} grid')
-    if channels_last:
-        return x.reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return x.transpose(1, 2).reshape(b, c, h, w)
+    return x.transpose(1, 2).reshape(b, c, h, w).contiguous()
 
 
 def grid_to_tokens(x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
-    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``,
-    a view (contiguous for a channels-last map)."""
+    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``.
+
+    Written as a permute, not ``flatten(2).transpose(1, 2)``: at batch 1 the
+    latter hands a BatchNorm before it a gradient of batch stride ``C``, for
+    which torch's CPU BatchNorm backward (2.13) computes wrong gradients."""
     b, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1).reshape(b, h * w, c), (h, w)
-    return x.flatten(2).transpose(1, 2), (h, w)
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c), (h, w)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of ``multiple``."""
-    pad_h = -x.shape[2] % multiple
-    pad_w = -x.shape[3] % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x
-
-
-def standard_strides_grad(grad: torch.Tensor) -> torch.Tensor:
-    """Tensor hook: ``grad`` with the standard (contiguous) strides of its
-    shape. oneDNN returns a depth-wise weight's gradient channels-last for
-    channels-last inputs (measured on CPU; a GPU library may too), strides
-    ``(9, 1, 3, 1)`` for a ``(C, 1, 3, 3)`` weight; autograd keeps it (the
-    odd stride is on a size-1 dim), but DDP's gradient buckets warn that
-    the strides differ from the weight's and copy it every step."""
-    step, strides = 1, []
-    for size in reversed(grad.shape):
-        strides.insert(0, step)
-        step *= max(size, 1)
-    if grad.stride() == tuple(strides):
-        return grad
-    return grad.clone(memory_format=torch.contiguous_format)
-
-
-class _GradLikeInput(torch.autograd.Function):
-    """Identity whose backward hands on the gradient in the memory format of
-    the forward tensor.
-
-    Works around a CPU BatchNorm backward bug (seen in torch 2.13): with a
-    contiguous input and a batch-1 gradient laid out channels-last with an
-    unusual batch stride, the input gradient comes out wrong.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
-                             and x.is_contiguous(memory_format=torch.channels_last))
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last
-                               if ctx.channels_last else torch.contiguous_format)
+    """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of
+    ``multiple`` (always a pad, of zero where nothing is missing, so that
+    exported graphs keep H and W symbolic)."""
+    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple))
 
 
 class ConvBNAct(nn.Module):
@@ -114,14 +80,6 @@ class ConvBNAct(nn.Module):
         norm_cfg (dict, optional): Norm layer config, None for no norm.
             Defaults to ``dict(type='BN')``.
         act (bool): Whether a ReLU follows. Defaults to True.
-        fast_path (bool): On CPU, run the (ungrouped) convolution through
-            :func:`~mmvit3.models.conv_fast.conv2d_fast`, which picks the
-            fastest memory format per pass (the output is channels-last), and
-            without autograd fold an eval-mode BatchNorm into it. Defaults to
-            False.
-        fast_backward (bool): With ``fast_path``, use ``conv2d_fast`` also
-            when autograd records (otherwise only for inference). Defaults
-            to True.
     """
 
     def __init__(self,
@@ -133,75 +91,33 @@ class ConvBNAct(nn.Module):
                  groups: int = 1,
                  bias: bool = False,
                  norm_cfg: Optional[dict] = dict(type='BN'),
-                 act: bool = True,
-                 fast_path: bool = False,
-                 fast_backward: bool = True):
+                 act: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding, groups=groups, bias=bias)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else None
         self.act = nn.ReLU(inplace=True) if act else None
-        if fast_path:
-            conv_args(self.conv)  # raises for a convolution it cannot run
-        self.fast_path = fast_path
-        self.fast_backward = fast_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grad = torch.is_grad_enabled()
-        if (not (self.fast_path and x.device.type == 'cpu')
-                or (grad and not self.fast_backward)):
-            return self.norm_act(self.conv(x))
-        args = conv_args(self.conv)
-        folded = None if grad else self._fold_norm()
-        if folded is None:
-            return self.norm_act(conv2d_fast(x, self.conv.weight, self.conv.bias, *args))
-        x = conv2d_fast(x, *folded, *args)  # norm included
-        return x.relu_() if self.act is not None else x
-
-    def _fold_norm(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """The convolution's weight and bias with an eval-mode BatchNorm
-        folded in (``norm(conv(x)) == conv'(x)``), or None without one."""
-        bn = self.norm
-        if (not isinstance(bn, _BatchNorm) or bn.training or bn.running_mean is None):
-            return None
-        scale = torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        bias = -bn.running_mean if self.conv.bias is None else self.conv.bias - bn.running_mean
-        bias = bias * scale
-        if bn.bias is not None:
-            bias = bias + bn.bias
-        return self.conv.weight * scale.view(-1, 1, 1, 1), bias
-
-    def norm_act(self, x: torch.Tensor) -> torch.Tensor:
-        """The norm and activation after the convolution."""
+        x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
         if self.act is not None:
             x = self.act(x)
-        if self.norm is not None and x.requires_grad:
-            x = _GradLikeInput.apply(x)
         return x
-
-    def linear_weight(self) -> torch.Tensor:
-        """A 1x1 convolution's weight as a linear layer's, ``(out, in)`` (a view)."""
-        if self.conv.kernel_size != (1, 1) or self.conv.groups != 1:
-            raise ValueError('only an ungrouped 1x1 convolution is a linear layer')
-        return self.conv.weight.flatten(1)
 
 
 class ConvStem(BaseModule):
-    """Stride-4 convolutional stem (spec §3); pads the image right/bottom to a
-    multiple of 4 first.
+    """Stride-4 convolutional stem: five ``ConvBNAct`` (3x3 stride 2 to
+    ``C0/2``, two 3x3, 3x3 stride 2 to ``4 C0``, 1x1 to ``C0`` without
+    ReLU); pads the image right/bottom to a multiple of 4 first.
 
     Args:
         in_channels (int): Image channels. Defaults to 3.
         embed_dims (int): Output channels ``C0``. Defaults to 64.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
-        fast_path (bool): On CPU, run each convolution in the memory format
-            that is fastest for each pass (see
-            :mod:`~mmvit3.models.conv_fast`), and hand on contiguous tokens.
-            Defaults to True.
+        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
+            :class:`ViT3`). Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -209,44 +125,39 @@ class ConvStem(BaseModule):
                  in_channels: int = 3,
                  embed_dims: int = 64,
                  norm_cfg: dict = dict(type='BN'),
-                 fast_path: bool = True,
+                 impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.fast_path = fast_path
+        self.impl = dispatch.check_impl(impl)
         half = embed_dims // 2
-        # in training conv.0-2 run in NCHW, where oneDNN is fastest for
-        # their narrow maps (a layout change would cost more than it saves);
-        # conv.3 and conv.4 pick per pass (conv_fast). Inference runs all
-        # five channels-last with the BatchNorms folded in.
-        fast = dict(fast_path=fast_path, fast_backward=False)
         self.conv = nn.Sequential(
-            ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg, **fast),
-            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg, **fast),
-            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg, **fast),
-            ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg, fast_path=fast_path),
-            ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False,
-                      fast_path=fast_path))
+            ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, half, 3, 1, 1, norm_cfg=norm_cfg),
+            ConvBNAct(half, 4 * embed_dims, 3, 2, 1, norm_cfg=norm_cfg),
+            ConvBNAct(4 * embed_dims, embed_dims, 1, norm_cfg=norm_cfg, act=False))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
         """``(B, 3, H, W)`` image -> ``(B, N, C0)`` tokens and ``(ceil(H/4), ceil(W/4))``."""
+        fused = dispatch.fused_forward(self, x)
+        if fused is not None:
+            return fused(self, x)
         x = self.conv(pad_to_multiple(x, 4))  # (B, C0, H/4, W/4)
-        x, hw_shape = grid_to_tokens(x)  # (B, N, C0)
-        return (x.contiguous() if self.fast_path else x), hw_shape
+        return grid_to_tokens(x)  # (B, N, C0)
 
 
 class PatchMerging(BaseModule):
-    """Stride-2 down-sampling between stages (spec §3): 1x1 expand, 3x3
-    depth-wise stride 2, 1x1 project with BN; pads to even h, w first.
+    """Stride-2 down-sampling between stages: 1x1 expand to ``4 Cout`` with
+    ReLU, 3x3 depth-wise stride 2 with ReLU, 1x1 project to ``Cout`` with BN;
+    pads to even h, w first.
 
     Args:
         in_channels (int): Input channels.
         out_channels (int): Output channels.
         expand_ratio (int): Hidden width over ``out_channels``. Defaults to 4.
         norm_cfg (dict): Norm layer config. Defaults to ``dict(type='BN')``.
-        fast_path (bool): Run the 1x1 convolutions as linear layers on the
-            tokens and the depth-wise one on a channels-last view (no layout
-            copies; CPU depth-wise kernels are several times faster
-            channels-last). Defaults to True.
+        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
+            :class:`ViT3`). Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -255,10 +166,10 @@ class PatchMerging(BaseModule):
                  out_channels: int,
                  expand_ratio: int = 4,
                  norm_cfg: dict = dict(type='BN'),
-                 fast_path: bool = True,
+                 impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.fast_path = fast_path
+        self.impl = dispatch.check_impl(impl)
         hidden = expand_ratio * out_channels
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, hidden, 1, bias=True, norm_cfg=None),
@@ -270,38 +181,21 @@ class PatchMerging(BaseModule):
     def forward(self, x: torch.Tensor,
                 hw_shape: HWShape) -> Tuple[torch.Tensor, HWShape]:
         """``(B, N, Cin)`` on ``(h, w)`` -> ``(B, N', Cout)`` on ``(ceil(h/2), ceil(w/2))``."""
-        x = tokens_to_grid(x, hw_shape, channels_last=self.fast_path)
-        x = pad_to_multiple(x, 2)  # (B, Cin, h', w'), h' and w' even
-        if not self.fast_path:
-            return grid_to_tokens(self.conv(x))
-        expand, down, project = self.conv
-        x, hw_shape = grid_to_tokens(x)  # (B, h' w', Cin), a view
-        b, n, c = x.shape
-        # ReLU in place on the 2D product, not on a 3D view of it (autograd
-        # would replay that through CopySlices and AsStrided)
-        x = F.linear(x.reshape(b * n, c), expand.linear_weight(), expand.conv.bias).relu_()
-        x = down(tokens_to_grid(x.view(b, n, -1), hw_shape,
-                                channels_last=True))  # (B, 4 Cout, h'/2, w'/2)
-        x, hw_shape = grid_to_tokens(x)  # (B, N', 4 Cout), a view
-        folded = None if torch.is_grad_enabled() else project._fold_norm()
-        if folded is not None:  # inference with an eval-mode BatchNorm
-            return F.linear(x, folded[0].flatten(1), folded[1]), hw_shape  # (B, N', Cout)
-        x = F.linear(x, project.linear_weight(), project.conv.bias)  # (B, N', Cout)
-        return grid_to_tokens(project.norm_act(tokens_to_grid(x, hw_shape, channels_last=True)))
+        fused = dispatch.fused_forward(self, x)
+        if fused is not None:
+            return fused(self, x, hw_shape)
+        x = pad_to_multiple(tokens_to_grid(x, hw_shape), 2)  # (B, Cin, h', w')
+        return grid_to_tokens(self.conv(x))
 
 
 class ConvFFN(BaseModule):
     """The block's MLP: fc1 -> GELU -> dropout -> ``u + dwc(u)`` -> GELU ->
-    fc2 -> dropout (spec §2).
+    fc2 -> dropout.
 
     Args:
         embed_dims (int): Input and output channels.
         hidden_dims (int): Hidden channels.
         drop_rate (float): Dropout rate. Defaults to 0.
-        fast_path (bool): Run everything after ``fc1`` as
-            :class:`~mmvit3.models.ttt_fast.MlpTailFunction` (keeps one
-            hidden tensor for backward instead of four).
-            Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -309,11 +203,8 @@ class ConvFFN(BaseModule):
                  embed_dims: int,
                  hidden_dims: int,
                  drop_rate: float = 0.,
-                 fast_path: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.fast_path = fast_path
-        self.drop_rate = drop_rate
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
         self.dwc = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1,
@@ -322,30 +213,22 @@ class ConvFFN(BaseModule):
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        return self.forward_hidden(self.fc1(x), hw_shape)
-
-    @property
-    def fast_tail(self) -> bool:
-        """Whether :meth:`forward_hidden` runs the fused tail (no dropout)."""
-        return self.fast_path and not (self.training and self.drop_rate > 0)
-
-    def forward_hidden(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        """Everything after ``fc1``: ``(B, N, hidden)`` -> ``(B, N, C)``."""
-        if self.fast_tail:
-            return mlp_tail_fast(x, self.dwc.weight, self.dwc.bias, self.fc2.weight,
-                                 self.fc2.bias, hw_shape)  # (B, N, C)
-        x = self.drop(self.act(x))
+        """``(B, N, C)`` -> ``(B, N, C)``."""
+        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
         x = x + grid_to_tokens(self.dwc(tokens_to_grid(x, hw_shape)))[0]
         x = self.act(x)
         return self.drop(self.fc2(x))  # (B, N, C)
 
 
 class ViT3Block(BaseModule):
-    """One ViT³ block (spec §2)::
+    """One ViT³ block::
 
         x = x + cpe(x)
         x = x + drop_path(attn(norm1(x)))
         x = x + drop_path(mlp(norm2(x)))
+
+    ``cpe`` is a 3x3 depth-wise convolution on the token grid (conditional
+    position encoding), ``attn`` the TTT mixer.
 
     Args:
         embed_dims (int): Channels.
@@ -354,8 +237,8 @@ class ViT3Block(BaseModule):
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         with_cp (bool): Recompute the block in backward (gradient
             checkpointing) to save memory. Defaults to False.
-        fast_path (bool): Fast, memory-lean implementation (same results);
-            False runs the plain, spec-literal one. Defaults to True.
+        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
+            :class:`ViT3`). Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -365,37 +248,30 @@ class ViT3Block(BaseModule):
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
-                 fast_path: bool = True,
+                 impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        self.fast_path = fast_path
+        self.impl = dispatch.check_impl(impl)
         self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1,
                              groups=embed_dims)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = TTTMixer(embed_dims, fast_path=fast_path)
+        self.attn = TTTMixer(embed_dims)
         self.drop_path = (DropPath(drop_path_rate)
                           if drop_path_rate > 0. else nn.Identity())
         self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate,
-                           fast_path=fast_path)
+        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
 
     def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        grid = tokens_to_grid(x, hw_shape, channels_last=self.fast_path)
-        x = x + grid_to_tokens(self.cpe(grid))[0]
-        if not self.fast_path:
-            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-            return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
-        # norm1 -> qkv and norm2 -> fc1 fused: the normalised tokens are
-        # recomputed in backward instead of kept
-        qkv = layer_norm_linear(x, self.norm1, self.attn.qkv)  # (B, N, 3C + 3d)
-        x = x + self.drop_path(self.attn.forward_qkv(qkv, hw_shape))
-        hidden = layer_norm_linear(x, self.norm2, self.mlp.fc1)  # (B, N, 4C)
-        return x + self.drop_path(self.mlp.forward_hidden(hidden, hw_shape))
+        fused = dispatch.fused_forward(self, x)
+        if fused is not None:
+            return fused(self, x, hw_shape)
+        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
         """``(B, N, C)`` -> ``(B, N, C)``."""
-        hw_shape = (int(hw_shape[0]), int(hw_shape[1]))  # plain ints, also when traced
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
         return self._forward(x, hw_shape)
@@ -416,8 +292,8 @@ class ViT3Stage(BaseModule):
             block. Defaults to all zero.
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
         norm_cfg (dict): Norm of the patch merging. Defaults to BN.
-        fast_path (bool): Fast implementation (see :class:`ViT3Block`).
-            Defaults to True.
+        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
+            :class:`ViT3`). Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
@@ -430,7 +306,7 @@ class ViT3Stage(BaseModule):
                  drop_path_rates: Optional[Sequence[float]] = None,
                  with_cp: bool = False,
                  norm_cfg: dict = dict(type='BN'),
-                 fast_path: bool = True,
+                 impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         drop_path_rates = drop_path_rates or [0.] * depth
@@ -438,11 +314,11 @@ class ViT3Stage(BaseModule):
             raise ValueError(f'{len(drop_path_rates)} drop-path rates for '
                              f'{depth} blocks')
         self.blocks = ModuleList([
-            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp, fast_path)
+            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp, impl)
             for rate in drop_path_rates
         ])
         self.downsample = (PatchMerging(embed_dims, out_channels,
-                                        norm_cfg=norm_cfg, fast_path=fast_path)
+                                        norm_cfg=norm_cfg, impl=impl)
                            if out_channels else None)
 
     def forward(self, x: torch.Tensor, hw_shape: HWShape):
@@ -485,12 +361,17 @@ class ViT3(BaseModule):
             are needed). Defaults to False.
         norm_cfg (dict): Norm of the stem and patch merging. Defaults to
             ``dict(type='BN')``; ``dict(type='SyncBN')`` for multi-GPU.
-        fast_path (bool): The fast, memory-lean implementation: custom
-            autograd functions that recompute cheap intermediates, the inner
-            step in float32 under autocast, channels-last convolutions. False
-            runs the plain, spec-literal code (the test oracle; same results
-            up to float rounding), e.g. for debugging. Switch later with
-            :meth:`set_fast_path`. Defaults to True.
+        impl (str): Which implementation runs: ``'plain'``, the modules'
+            own code; ``'fused'``, fused memory-lean kernels of the same
+            computation (custom ops that recompute cheap intermediates in
+            backward, the inner step in float32 under autocast) wherever
+            they exist; ``'auto'``, fused on CPU (where they were measured
+            faster) and plain elsewhere. Tracers, exporters and FLOP
+            counters always get the plain code; ``torch.compile`` sees the
+            fused kernels. Switch at any time with :meth:`set_impl`.
+            Defaults to ``'auto'``.
+        fast_path (bool, optional): Deprecated: ``True`` is
+            ``impl='auto'``, ``False`` is ``impl='plain'``.
         init_cfg (dict, optional): mmengine initialisation config. For the
             authors' checkpoints use ``dict(type='Pretrained',
             checkpoint=PATH)``, with optional ``key`` (``'model'``, the
@@ -533,9 +414,16 @@ class ViT3(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  norm_cfg: dict = dict(type='BN'),
-                 fast_path: bool = True,
+                 impl: str = 'auto',
+                 fast_path: Optional[bool] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if fast_path is not None:
+            warnings.warn("ViT3(fast_path=...) is deprecated: use impl='auto' "
+                          "(fast_path=True) or impl='plain' (fast_path=False)",
+                          DeprecationWarning, stacklevel=2)
+            impl = 'auto' if fast_path else 'plain'
+        self.impl = dispatch.check_impl(impl)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims: List[int] = list(self.arch_settings['embed_dims'])
         self.depths: List[int] = list(self.arch_settings['depths'])
@@ -556,8 +444,7 @@ class ViT3(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
-        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg,
-                                    fast_path)
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg, impl)
         self.drop_after_stem = nn.Dropout(drop_rate)
 
         # stochastic depth rises linearly over all blocks
@@ -576,23 +463,28 @@ class ViT3(BaseModule):
                     drop_path_rates=rates[first:first + depth],
                     with_cp=with_cp,
                     norm_cfg=norm_cfg,
-                    fast_path=fast_path))
+                    impl=impl))
 
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
 
         self.apply(self._init_linear_and_norm)
-        for m in self.modules():  # depth-wise weights' gradients as DDP expects
-            if isinstance(m, nn.Conv2d) and m.groups > 1:
-                m.weight.register_hook(standard_strides_grad)
         self._freeze_stages()
 
-    def set_fast_path(self, enabled: bool = True) -> 'ViT3':
-        """Switch every part between the fast and the plain implementation."""
+    def set_impl(self, impl: str) -> 'ViT3':
+        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
+        forward on, in every part; returns the model."""
+        dispatch.check_impl(impl)
         for m in self.modules():
-            if hasattr(m, 'fast_path'):
-                m.fast_path = enabled
+            if hasattr(m, 'impl'):
+                m.impl = impl
         return self
+
+    def set_fast_path(self, enabled: bool = True) -> 'ViT3':
+        """Deprecated: ``set_impl('auto' if enabled else 'plain')``."""
+        warnings.warn("ViT3.set_fast_path() is deprecated: use set_impl('auto') or "
+                      "set_impl('plain')", DeprecationWarning, stacklevel=2)
+        return self.set_impl('auto' if enabled else 'plain')
 
     @classmethod
     def _parse_arch(cls, arch: Union[str, dict]) -> dict:
@@ -624,7 +516,7 @@ class ViT3(BaseModule):
 
     @staticmethod
     def _init_linear_and_norm(m: nn.Module) -> None:
-        # Spec §4; convolutions, BN and the inner weights keep their own init.
+        # Convolutions, BN and the inner weights keep their own init.
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:

@@ -1,0 +1,72 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Helpers the fused kernels share: token/grid views, the autocast dtype,
+and standard-strided weight gradients."""
+from typing import Tuple
+
+import torch
+
+HWShape = Tuple[int, int]
+
+
+def grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+    """(B, N, c) tokens -> (B, c, h, w) channels-last feature map (a view if
+    ``x`` is contiguous)."""
+    b, _, c = x.shape
+    return x.reshape(b, hw_shape[0], hw_shape[1], c).permute(0, 3, 1, 2)
+
+
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, c, h, w) channels-last feature map -> (B, N, c) tokens (a view)."""
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 1).reshape(b, -1, c)
+
+
+def autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast runs matmuls and convolutions in for ``x``'s
+    device, or ``x``'s own dtype where autocast is off."""
+    device = x.device.type
+    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    elif device == 'cpu':
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    else:
+        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return dtype if enabled else x.dtype
+
+
+def with_standard_strides(grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` with the standard (contiguous) strides of its shape.
+
+    A depth-wise convolution on a channels-last map returns its weight
+    gradient channels-last (oneDNN: strides ``(9, 1, 3, 1)`` for a
+    ``(C, 1, 3, 3)`` weight). ``is_contiguous()`` ignores the size-1 dim, but
+    DDP's gradient buckets do not: they warn and copy it every step."""
+    step, strides = 1, []
+    for size in reversed(grad.shape):
+        strides.insert(0, step)
+        step *= max(size, 1)
+    if grad.stride() == tuple(strides):
+        return grad
+    return grad.clone(memory_format=torch.contiguous_format)
+
+
+class _StandardStridesGrad(torch.autograd.Function):
+    """Identity whose backward gives the gradient standard strides."""
+
+    @staticmethod
+    def forward(ctx, weight):
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return with_standard_strides(grad)
+
+
+def standard_strides_grad(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` for a convolution on channels-last maps, whose gradient
+    then has the weight's own strides (see :func:`with_standard_strides`).
+    Under ``torch.compile`` the weight as it is (the compiled backward
+    chooses its own layouts)."""
+    if torch.compiler.is_compiling() or not weight.requires_grad:
+        return weight
+    return _StandardStridesGrad.apply(weight)
