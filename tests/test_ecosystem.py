@@ -191,6 +191,22 @@ def test_stock_train_py_stops_at_a_bad_image(demo_root, tmp_path):
     assert not (tmp_path / 'w' / 'iter_1.pth').exists()
 
 
+def test_stock_train_py_with_dataloader_workers_runs_on(demo_root, tmp_path):
+    """The hook restarts the workers of an iteration-based loop; the data
+    must go on past the end of an epoch (4 images, batch 4, 3 iterations)."""
+    rc, out = run_python(
+        stock_tool('mmseg', 'train.py'), ROOT / SEG_CFG, '--work-dir',
+        tmp_path / 'w', '--cfg-options', 'train_cfg.max_iters=3',
+        'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
+        'default_hooks.checkpoint.save_optimizer=False',
+        'default_hooks.logger.interval=1', 'train_dataloader.num_workers=1',
+        'train_dataloader.persistent_workers=True',
+        *seg_data_overrides(demo_root), cwd=tmp_path)
+    assert rc == 0, out[-5000:]
+    assert 'Iter(train) [3/3]' in out and 'Checked image loading' in out
+    assert (tmp_path / 'w' / 'iter_3.pth').is_file()
+
+
 @pytest.mark.parametrize('key, meant', [('skip_bad_image', 'skip_bad_images'),
                                         ('trust_checkpoints',
                                          'trust_checkpoint')])

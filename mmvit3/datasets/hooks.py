@@ -23,10 +23,12 @@ from .transforms import use_checked_loaders
 CHECKED_LOADING_HOOK = 'CheckedImageLoadingHook'
 
 
-def _restart_workers(loop: BaseLoop) -> None:
+def _restart_workers(loop: BaseLoop, keep: list) -> None:
     """An iteration-based training loop starts its dataloader's workers when
     it is built, before any hook runs; they hold the old pipeline, so start
-    them again (mmengine's ``IterBasedTrainLoop``)."""
+    them again (mmengine's ``IterBasedTrainLoop``). The stopped iterator is
+    kept in ``keep``: freeing it would close the generator that mmengine's
+    ``InfiniteSampler`` shares between iterators, ending the data."""
     iterator = getattr(loop, 'dataloader_iterator', None)
     dataloader = loop.dataloader
     if iterator is None or not getattr(dataloader, 'num_workers', 0):
@@ -36,6 +38,7 @@ def _restart_workers(loop: BaseLoop) -> None:
         started._shutdown_workers()
     if getattr(dataloader, '_iterator', None) is started:
         dataloader._iterator = None  # persistent workers: not reused
+    keep.append(iterator)
     loop.dataloader_iterator = type(iterator)(dataloader)
 
 
@@ -63,6 +66,7 @@ class CheckedImageLoadingHook(Hook):
                 (f': did you mean {meant[0]!r}?' if meant else
                  '; it takes only skip_bad_images'))
         self.skip_bad_images = skip_bad_images
+        self._stopped = []  # see _restart_workers
 
     def before_run(self, runner) -> None:
         check_project_keys(runner.cfg)
@@ -78,7 +82,7 @@ class CheckedImageLoadingHook(Hook):
             count = use_checked_loaders(loop.dataloader.dataset,
                                         skip and split == 'train')
             if count and split == 'train':
-                _restart_workers(loop)
+                _restart_workers(loop, self._stopped)
             swapped += count
         if swapped:
             print_log(
