@@ -24,4 +24,4 @@ demo: setup
 	$(PYTHON) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --work-dir $(DEMO_WORK_DIR)
 	$(PYTHON) tools/image_demo.py $(DEMO_IMAGE) $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --out-dir $(DEMO_WORK_DIR)/pictures
 	@echo "Demo done: box / mask AP in the coco/bbox_mAP and coco/segm_mAP lines above;"
-	@echo "the picture of the predictions is $(DEMO_WORK_DIR)/pictures/$(notdir $(DEMO_IMAGE))"
+	@echo "the picture of the predictions is $(DEMO_WORK_DIR)/pictures/vis/$(notdir $(DEMO_IMAGE))"
