@@ -10,6 +10,7 @@ Trains each demo config for two iterations on the tiny demo data set
 (shipped in the installed packages under .mim/tools) as subprocesses.
 """
 import json
+import re
 import os.path as osp
 import shutil
 import subprocess
@@ -261,3 +262,35 @@ def test_hook_swaps_built_loaders_through_wrappers_and_tta(demo_root):
     assert isinstance(item['inputs'][0], torch.Tensor)
     assert not any(type(t) is LoadImageFromFile
                    for t in datasets[0].pipeline.transforms)
+
+
+def test_fine_tuning_example_with_another_class_count(det_run, demo_root,
+                                                      tmp_path):
+    """configs/demo/mask_rcnn_vit3_finetune_demo.py (the README's worked
+    example): two of the demo's three classes, from a 3-class checkpoint."""
+    _, ckpt = det_run
+    work_dir = tmp_path / 'ft'
+    rc, out = run_tool(
+        'tools/train.py', 'configs/demo/mask_rcnn_vit3_finetune_demo.py',
+        '--work-dir', work_dir, '--cfg-options', f'load_from={ckpt}',
+        f'data_root={demo_root}/', *short_run_overrides(),
+        'train_dataloader.dataset.pipeline.2.scale=(64,64)',
+        'val_dataloader.dataset.pipeline.1.scale=(64,64)')
+    assert rc == 0, out[-5000:]
+    assert f'Load checkpoint from {ckpt}' in out
+    # the class-specific layers of both heads start afresh, the rest loads
+    mismatched = re.findall(r'size mismatch for (\S+?):', out)
+    assert sorted(set(mismatched)) == [
+        'roi_head.bbox_head.fc_cls.bias', 'roi_head.bbox_head.fc_cls.weight',
+        'roi_head.bbox_head.fc_reg.bias', 'roi_head.bbox_head.fc_reg.weight',
+        'roi_head.mask_head.conv_logits.bias',
+        'roi_head.mask_head.conv_logits.weight'], out[-5000:]
+    assert 'coco/bbox_mAP' in out
+    saved = load_checkpoint_file(str(work_dir / 'iter_2.pth'))
+    assert saved['meta']['dataset_meta']['classes'] == ('circle', 'square')
+    state = saved['state_dict']
+    assert state['roi_head.bbox_head.fc_cls.weight'].shape[0] == 2 + 1
+    assert state['roi_head.mask_head.conv_logits.weight'].shape[0] == 2
+    before = load_checkpoint_file(str(ckpt))['state_dict']
+    key = 'backbone.patch_embed.conv.0.conv.weight'  # loaded, barely trained
+    assert torch.allclose(state[key], before[key], atol=1e-3)

@@ -52,7 +52,7 @@ def _metrics(cfg: Any, split: str) -> List[Any]:
 def _path_slots(cfg: Any) -> Iterator[Tuple[str, Any, str]]:
     """``(config key, dict, field)`` of every local path a run reads that a
     user sets: dataset ``data_root`` (else ``ann_file``), evaluator
-    ``ann_file``, the backbone's ``init_cfg.checkpoint``."""
+    ``ann_file``, the backbone's ``init_cfg.checkpoint``, ``load_from``."""
     for split in SPLITS:
         loader = cfg.get(f'{split}_dataloader') or {}
         for dataset in _leaves(loader.get('dataset')):
@@ -63,6 +63,8 @@ def _path_slots(cfg: Any) -> Iterator[Tuple[str, Any, str]]:
     init_cfg = (((cfg.get('model') or {}).get('backbone') or {}).get('init_cfg'))
     if hasattr(init_cfg, 'get'):
         yield 'model.backbone.init_cfg.checkpoint', init_cfg, 'checkpoint'
+    if isinstance(cfg.get('load_from'), str):
+        yield 'load_from', cfg, 'load_from'
 
 
 def resolve_against_repo(cfg: Any, root: Optional[str] = None,
