@@ -5,7 +5,6 @@ suggests commands that exist where the user is."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from _helpers import DET_CFG, ROOT, short_run_overrides, tool_env
 from mmengine.config import Config

@@ -10,7 +10,7 @@ scores, RLE masks) or ``OUT/preds/<image stem>.png`` (segmentation: one
 class index per pixel).
 """
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 from mmengine.utils import mkdir_or_exist, scandir
