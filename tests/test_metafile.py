@@ -87,6 +87,8 @@ def test_metadata_matches_the_config(config):
     assert f'vit3-{arch[0]}' in model['Name']
     assert model['Metadata']['Pretrained'].startswith(AUTHORS)
     # the batch the lr was set for: per GPU x the paper's 8 GPUs
+    amp = 'Mixed Precision Training' in model['Metadata']['Training Techniques']
+    assert amp == (cfg.optim_wrapper.type == 'AmpOptimWrapper')
     total = cfg.train_dataloader.batch_size * 8
     assert cfg.auto_scale_lr.base_batch_size == total == \
         model['Metadata']['Batch Size']
@@ -95,3 +97,11 @@ def test_metadata_matches_the_config(config):
         assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
     else:
         assert model['Metadata']['Iterations'] == cfg.train_cfg.max_iters
+
+
+def test_mim_finds_the_index_inside_the_package():
+    """mim reads a package's model index from <package>/.mim/."""
+    mim = ROOT / 'mmvit3' / '.mim'
+    assert (mim / 'model-index.yml').resolve() == (ROOT / 'model-index.yml').resolve()
+    for model in models():
+        assert (mim / model['Config']).is_file(), model['Config']
