@@ -294,3 +294,26 @@ def test_fine_tuning_example_with_another_class_count(det_run, demo_root,
     before = load_checkpoint_file(str(ckpt))['state_dict']
     key = 'backbone.patch_embed.conv.0.conv.weight'  # loaded, barely trained
     assert torch.allclose(state[key], before[key], atol=1e-3)
+
+
+def test_readme_inferencer_snippet_runs(det_run, demo_root, tmp_path):
+    """The README's DetInferencer example, as written, on the files
+    tools/train.py saved (linked where `make demo` puts them)."""
+    readme = (ROOT / 'README.md').read_text()
+    snippet = next(b for b in re.findall(r'```python\n(.*?)```', readme, re.S)
+                   if 'DetInferencer(' in b)
+    cfg_file, ckpt = det_run
+    work = tmp_path / 'work_dirs' / 'mask_rcnn_vit3_demo'
+    work.mkdir(parents=True)
+    (work / 'mask_rcnn_vit3_demo.py').symlink_to(cfg_file)
+    (work / 'iter_360.pth').symlink_to(ckpt)
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'demo').symlink_to(demo_root)
+    image = demo_root / 'images' / 'val' / 'val_00001.jpg'
+    assert image.is_file()
+    script = tmp_path / 'snippet.py'
+    script.write_text(snippet + "\nprint('RESULT', sorted(result['predictions'][0]))\n")
+    rc, out = run_python(script, cwd=tmp_path)
+    assert rc == 0, out[-5000:]
+    assert "RESULT ['bboxes', 'labels', 'masks', 'scores']" in out
+    assert (tmp_path / 'outputs' / 'vis' / 'val_00001.jpg').is_file()
