@@ -1,4 +1,4 @@
-# Mask R-CNN + H-ViT³-B, COCO 1x: the T recipe with the B backbone (spec §7).
+# Mask R-CNN + H-ViT³-B, COCO 1x: the T recipe with the B backbone.
 _base_ = ['./mask_rcnn_vit3_t_coco.py']
 
 pretrained = 'pretrained/h_vit3_base.pth'

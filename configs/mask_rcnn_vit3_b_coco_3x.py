@@ -1,5 +1,5 @@
 # Mask R-CNN + H-ViT³-B, COCO 3x (36 epochs): the 1x recipe with the 3x
-# schedule and drop path 0.6 (spec §7); same multi-scale pipeline.
+# schedule and drop path 0.6; same multi-scale pipeline.
 _base_ = ['./mask_rcnn_vit3_b_coco.py']
 
 model = dict(backbone=dict(drop_path_rate=0.6))

@@ -1,5 +1,5 @@
 # Mask R-CNN + H-ViT³-T, COCO 3x (36 epochs): the 1x recipe with the 3x
-# schedule and drop path 0.3 (spec §7); same multi-scale pipeline.
+# schedule and drop path 0.3; same multi-scale pipeline.
 _base_ = ['./mask_rcnn_vit3_t_coco.py']
 
 model = dict(backbone=dict(drop_path_rate=0.3))

@@ -1,5 +1,5 @@
 # UperNet + H-ViT³-S, ADE20K 512x512, 160k: the T recipe with the S
-# backbone, drop path 0.4 and no AMP (spec §7).
+# backbone, drop path 0.4 and no AMP.
 _base_ = ['./upernet_vit3_t_ade20k.py']
 
 pretrained = 'pretrained/h_vit3_small.pth'

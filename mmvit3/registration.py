@@ -1,7 +1,8 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Puts the ViT3 backbone into the MMDetection and MMSegmentation model
-registries, and the checked image loader into their transform registries,
-each only if that library is installed."""
+registries, the checked image loader into their transform registries and
+the hook that uses it into their hook registries, each only if that library
+is installed."""
 import importlib
 import importlib.util
 import logging
@@ -9,7 +10,8 @@ from typing import List
 
 from mmengine.logging import print_log
 
-from .datasets import CHECKED_LOADER, LoadImageFromFileChecked
+from .datasets import (CHECKED_LOADER, CHECKED_LOADING_HOOK,
+                       CheckedImageLoadingHook, LoadImageFromFileChecked)
 from .models import ViT3
 
 #: The libraries whose ``<scope>.registry`` receives mmvit3's classes.
@@ -49,3 +51,9 @@ def register_transforms() -> List[str]:
     """Register :class:`~mmvit3.datasets.LoadImageFromFileChecked` in every
     installed library's ``TRANSFORMS``; returns the scopes. Idempotent."""
     return _register('TRANSFORMS', CHECKED_LOADER, LoadImageFromFileChecked)
+
+
+def register_hooks() -> List[str]:
+    """Register :class:`~mmvit3.datasets.CheckedImageLoadingHook` in every
+    installed library's ``HOOKS``; returns the scopes. Idempotent."""
+    return _register('HOOKS', CHECKED_LOADING_HOOK, CheckedImageLoadingHook)

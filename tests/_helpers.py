@@ -204,7 +204,7 @@ def finite_log_vars(log_vars):
 def rope_tables(backbone, prefix=''):
     """The fixed 224x224 RoPE tables (``layers.i.blocks.j.attn.rope.rotations``,
     ``(56 / 2^i, 56 / 2^i, C_i / 2, 2)``) that the authors' released files
-    carry for every block of a ViT3 (spec §5), filled with random values."""
+    carry for every block of a ViT3 (docs/model.md, "Checkpoint names"), filled with random values."""
     tables = {}
     for i, stage in enumerate(backbone.layers):
         side = 56 >> i

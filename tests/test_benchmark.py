@@ -86,7 +86,7 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     for r in rows:
         assert 'error' not in r, r
         assert r['seconds'] > 0 and r['peak_gib'] >= r['base_gib'] > 0
-    assert rows[0]['params'] == 28_191_584  # spec §4, H-ViT3-T
+    assert rows[0]['params'] == 28_191_584  # H-ViT3-T's backbone
     # --breakdown: every part group timed, in the order they run
     assert list(rows[0]['parts']) == list(benchmark.PART_GROUPS)[:-2] + ['stage 4', 'out norms']
     assert list(rows[1]['parts']) == ['stem', 'stage 1', 'out norms']

@@ -1,4 +1,4 @@
-"""Loading the authors' released files (spec §5): the classification layout
+"""Loading the authors' released files (docs/model.md): the classification layout
 with its pickled config object, safe refusal, opt-in, conversion, and the
 released detection layout."""
 import subprocess

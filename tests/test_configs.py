@@ -1,5 +1,6 @@
-"""The released recipes (spec §7) in configs/, and their params / FLOPs
-(spec §6) through tools/get_flops.py's counting (mmvit3.analysis).
+"""The released recipes (docs/model.md, "Training recipes") in configs/, and
+their params / FLOPs (the paper's, README "Results") through
+tools/get_flops.py's counting (mmvit3.analysis).
 
 Everything runs on CPU without datasets or pretrained files. The FLOP checks
 of the T configs run by default (each ~20-40 s on 2 CPU cores); set
@@ -32,7 +33,7 @@ DET_DROP_PATH = {('t', '1x'): 0.1, ('s', '1x'): 0.1, ('b', '1x'): 0.1,
                  ('t', '3x'): 0.3, ('s', '3x'): 0.4, ('b', '3x'): 0.6}
 SEG_DROP_PATH = {'t': 0.2, 's': 0.4, 'b': 0.5}
 
-# Spec §6: (params, FLOPs) as printed; 1x and 3x share them.
+# The paper's (params, FLOPs) as printed; 1x and 3x share them.
 SPEC_FIGURES = {
     'mask_rcnn_vit3_t_coco': (48.4e6, 271e9),
     'mask_rcnn_vit3_s_coco': (74.0e6, 349e9),

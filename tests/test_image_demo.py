@@ -1,5 +1,7 @@
-"""Seeing the results: tools/image_demo.py draws the predictions of each demo
-config on images, and a checkpoint in the layout of the authors' released
+"""Seeing the results: tools/image_demo.py draws (and on request saves) the
+predictions of each demo config on images through DetInferencer /
+MMSegInferencer, refuses a checkpoint of another task or arch and an output
+that would replace an input (exit status 2), and a checkpoint in the layout of the authors' released
 COCO / ADE20K models (mmengine format, ``backbone.`` + spec names, with the
 ``rope.rotations`` tables) evaluates with tools/test.py and no missing or
 unexpected keys.
@@ -7,12 +9,15 @@ unexpected keys.
 Runs tools as subprocesses on the tiny demo data set (tests/conftest.py),
 with randomly initialised models: drawing does not need a good model.
 """
+import json
+
 import cv2
 import numpy as np
 import pytest
 import torch
-from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides, load_tool,
-                      loader_overrides, rope_tables, run_tool)
+from _helpers import (DET_CFG, ROOT, SEG_CFG, TrainingNote,
+                      det_data_overrides, load_tool, loader_overrides,
+                      rope_tables, run_tool)
 from mmengine.config import Config
 
 from mmvit3.analysis import build_model
@@ -53,10 +58,10 @@ def assert_clean_load(out):
 
 
 def assert_pictures(images, out_dir):
-    """One picture per image, named as the image, of its size, and with
-    something drawn on it."""
+    """One picture per image in out_dir/vis, named as the image, of its
+    size, and with something drawn on it."""
     for image in images:
-        picture = out_dir / image.name
+        picture = out_dir / 'vis' / image.name
         assert picture.is_file(), sorted(out_dir.rglob('*'))
         drawn = cv2.imread(str(picture))
         source = cv2.imread(str(image))
@@ -82,13 +87,20 @@ def test_image_demo_detection_folder(demo_root, det_checkpoint, tmp_path):
     # score threshold 0: a random model's detections score low
     rc, out = run_tool('tools/image_demo.py', images[0].parent, DET_CFG,
                        det_checkpoint, '--out-dir', out_dir, '--score-thr', 0,
-                       '--cfg-options',
+                       '--save-preds', '--cfg-options',
                        'test_dataloader.dataset.pipeline.1.scale=(128,128)')
     assert rc == 0, out[-5000:]
     assert_clean_load(out)
     assert_pictures(images, out_dir)
-    assert f'Saved 2 pictures of the predictions to {out_dir}/' in out
-    assert '2/2' in out  # the progress bar
+    assert (f'Saved 2 pictures of the predictions to {out_dir}/vis/ and the '
+            f'predictions to {out_dir}/preds/') in out
+    assert 'Inference' in out  # the inferencer's progress bar
+    for image in images:
+        pred = json.loads((out_dir / 'preds' / f'{image.stem}.json').read_text())
+        assert set(pred) >= {'labels', 'scores', 'bboxes', 'masks'}
+        assert len(pred['labels']) == len(pred['scores']) == \
+            len(pred['bboxes']) == len(pred['masks']) > 0
+        assert all(0 <= label < 3 for label in pred['labels'])
 
 
 def test_image_demo_segmentation_image(demo_root, tmp_path):
@@ -96,11 +108,59 @@ def test_image_demo_segmentation_image(demo_root, tmp_path):
     image = sorted((demo_root / 'ade' / 'images' / 'validation').glob('*.jpg'))[0]
     out_dir = tmp_path / 'pictures'
     rc, out = run_tool('tools/image_demo.py', image, SEG_CFG, ckpt,
-                       '--out-dir', out_dir)
+                       '--out-dir', out_dir, '--save-preds')
     assert rc == 0, out[-5000:]
     assert_clean_load(out)
     assert_pictures([image], out_dir)
-    assert f'to {out_dir / image.name}' in out
+    assert f'to {out_dir / "vis" / image.name}' in out
+    label = cv2.imread(str(out_dir / 'preds' / f'{image.stem}.png'),
+                       cv2.IMREAD_UNCHANGED)
+    assert label.shape == cv2.imread(str(image)).shape[:2]
+    assert label.dtype == np.uint8 and label.max() < 3
+
+    # a detector's checkpoint in the segmentation config: refused, exit 2
+    det = released_layout(DET_CFG, tmp_path / 'det.pth')
+    rc, out = run_tool('tools/image_demo.py', image, SEG_CFG, det,
+                       '--out-dir', tmp_path / 'refused')
+    assert rc == 2, out[-3000:]
+    assert 'does not fit the model' in out and 'Traceback' not in out
+    assert 'auxiliary_head.' in out and 'neck.' in out
+    assert not (tmp_path / 'refused').exists()
+
+
+def test_image_demo_refuses_other_arch_and_pickles(demo_root, tmp_path):
+    image = sorted((demo_root / 'images' / 'val').glob('*.jpg'))[0]
+    small = tmp_path / 'small.pth'
+    cfg = Config.fromfile(str(ROOT / DET_CFG))
+    cfg.model.backbone.arch = 'small'
+    torch.save({'state_dict': build_model(cfg).state_dict()}, small)
+    rc, out = run_tool('tools/image_demo.py', image, DET_CFG, small,
+                       '--out-dir', tmp_path / 'a')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert 'a ViT3 small, the model is a ViT3 tiny' in out
+    assert not (tmp_path / 'a').exists()
+
+    pickled = tmp_path / 'pickled.pth'
+    torch.save({'state_dict': {}, 'note': TrainingNote('hi')}, pickled)
+    rc, out = run_tool('tools/image_demo.py', image, DET_CFG, pickled,
+                       '--out-dir', tmp_path / 'b')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert '--trust-checkpoint' in out
+
+
+def test_image_demo_never_writes_over_an_input(tmp_path, capsys):
+    image_demo = load_tool('image_demo')
+    folder = tmp_path / 'vis'
+    folder.mkdir()
+    image = folder / 'a.jpg'
+    cv2.imwrite(str(image), np.full((16, 16, 3), 200, np.uint8))
+    before = image.read_bytes()
+    # pictures go to OUT/vis/<name>: OUT = the folder's parent would replace it
+    assert image_demo.main([str(folder), str(ROOT / DET_CFG), __file__,
+                            '--out-dir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f'would replace the input image {image}' in err
+    assert image.read_bytes() == before
 
 
 def test_image_demo_bad_input_is_a_clear_error(tmp_path, capsys):

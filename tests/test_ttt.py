@@ -1,4 +1,4 @@
-"""The TTT mixer against spec §1: closed-form inner gradients, RoPE, shapes."""
+"""The TTT mixer (docs/model.md): closed-form inner gradients, RoPE, shapes."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""The ViT3 backbone against spec §2-§5, in the style of mmdet's test_swin.py."""
+"""The ViT3 backbone (docs/model.md), in the style of mmdet's test_swin.py."""
 import math
 from pathlib import Path
 

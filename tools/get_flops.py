@@ -1,6 +1,6 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Parameters and FLOPs of MMDetection / MMSegmentation configs, counted as
-the official ViT³ figures (spec §6): mmengine's FlopAnalyzer, one multiply-add
+the paper's ViT³ figures: mmengine's FlopAnalyzer, one multiply-add
 = 1 FLOP; a detector in test mode at 800x1280, a segmentor's whole-image
 decode forward at 512x2048 without its auxiliary head. See mmvit3/analysis.py.
 
@@ -76,7 +76,7 @@ def main():
         print(fmt.format(*row))
     print(line)
     print('FLOPs: multiply-adds of one forward pass (mmengine FlopAnalyzer, '
-          'default op handles + ViT3 fast-path handles; spec §6).')
+          'default op handles, as the paper\'s figures).')
 
 
 if __name__ == '__main__':

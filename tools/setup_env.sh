@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Sets up mmvit3 and everything it needs in the current Python environment
-# (activate your venv / conda env first). Safe to re-run: it only does what is
+# Sets up mmvit3 and everything it needs. Safe to re-run: it only does what is
 # missing, and a re-run with nothing changed takes a few seconds.
 #
+#   0. the environment: PYTHON's active virtual / conda environment if it has
+#      one; otherwise (a system or pyenv Python, which may refuse installs:
+#      PEP 668) a project-local .venv made from PYTHON with
+#      --system-site-packages, so that an installed (CUDA) torch is kept.
+#      MMVIT3_VENV=0 installs into PYTHON's own site-packages instead.
+#      `tools/setup_env.sh --python` prints the interpreter it uses.
 #   1. torch: keeps the one installed (a CUDA build on a GPU machine);
 #      installs the CPU build ${TORCH_VERSION} only where there is none.
 #   2. mmcv 2.1.0 with its compiled ops, built from source against that torch
@@ -11,8 +16,8 @@
 #      caches the built wheel.
 #   3. mmvit3 itself (editable) with mmdet, mmsegmentation and the test tools.
 #
-# Environment: PYTHON (default python3), TORCH_VERSION (default 2.13.0),
-# MAX_JOBS (parallel compile jobs for mmcv).
+# Environment: PYTHON (default python3), MMVIT3_VENV (default 1),
+# TORCH_VERSION (default 2.13.0), MAX_JOBS (parallel compile jobs for mmcv).
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -20,6 +25,31 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 MMCV_VERSION=2.1.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STAMP="$ROOT/.setup-stamp"
+VENV="$ROOT/.venv"
+
+# 0. which environment: PYTHON's virtual / conda one, else the project's .venv
+in_env=$("$PYTHON" -c 'import os, sys
+conda = os.environ.get("CONDA_PREFIX")
+print(int(sys.prefix != sys.base_prefix or (conda is not None and
+          os.path.realpath(conda) == os.path.realpath(sys.prefix))))')
+if [[ "$in_env" == 0 && "${MMVIT3_VENV:-1}" != 0 ]]; then
+    if [[ "${1:-}" != --python && ! -x "$VENV/bin/python" ]]; then
+        echo "[setup] $PYTHON is in no virtual or conda environment: creating $VENV (its site-packages visible, so an installed torch is kept)"
+        if ! "$PYTHON" -m venv --system-site-packages "$VENV"; then
+            rm -rf "$VENV"
+            echo "[setup] could not create $VENV: install your Python's venv module (Debian / Ubuntu: apt install python3-venv), or activate an environment of your own and re-run" >&2
+            exit 1
+        fi
+    fi
+    PYTHON="$VENV/bin/python"
+fi
+if [[ "${1:-}" == --python ]]; then
+    echo "$PYTHON"
+    exit 0
+fi
+if [[ "$PYTHON" == "$VENV/bin/python" ]]; then
+    echo "[setup] installing into $VENV (run the tools with .venv/bin/python, or after source .venv/bin/activate)"
+fi
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
 
 # Re-run with nothing changed: the stamp records the inputs of the last

@@ -20,9 +20,10 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 TOOLS=$(dirname "$0")
 
+export PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}"
+# exec: a SIGTERM to the script reaches srun, which ends the job's tasks
 # shellcheck disable=SC2086  # SRUN_ARGS holds several options
-PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" \
+exec srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" \

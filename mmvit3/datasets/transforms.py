@@ -14,9 +14,13 @@ with ``skip_bad_images=True`` it returns ``None`` with a warning naming the
 file, and mmengine's ``BaseDataset`` draws another sample (training only:
 evaluation needs every image).
 
-:func:`use_checked_image_loading` puts it in place of ``LoadImageFromFile``
-in a config's pipelines; ``tools/train.py`` and ``tools/test.py`` do that for
-every config, so the configs keep the libraries' usual pipelines.
+:class:`~mmvit3.datasets.CheckedImageLoadingHook` (named in the recipes'
+``custom_hooks``, and added by ``tools/train.py`` / ``tools/test.py`` to any
+config) puts it in place of ``LoadImageFromFile`` in the *built* datasets at
+the start of a run (:func:`use_checked_loaders`), so the configs, and the
+copies saved in work dirs and checkpoints, keep the libraries' usual
+pipelines; :func:`use_checked_image_loading` does the same on a config, for
+datasets built in one's own scripts.
 
 Imports only mmcv and mmengine: :mod:`mmvit3.registration` registers the
 transform in MMDetection's and MMSegmentation's ``TRANSFORMS``.
@@ -168,6 +172,17 @@ class LoadImageFromFileChecked(LoadImageFromFile):
         self.skip_bad_images = skip_bad_images
         self._warned = set()
 
+    @classmethod
+    def from_loader(cls, loader: LoadImageFromFile,
+                    skip_bad_images: bool = False) -> 'LoadImageFromFileChecked':
+        """The checked loader with the settings of a built mmcv
+        ``LoadImageFromFile`` (``loader``)."""
+        checked = cls.__new__(cls)
+        checked.__dict__.update(vars(loader))
+        checked.skip_bad_images = skip_bad_images
+        checked._warned = set()
+        return checked
+
     def _read(self, filename: str) -> bytes:
         if self.file_client_args is not None:
             client = fileio.FileClient.infer_client(self.file_client_args,
@@ -223,6 +238,55 @@ class LoadImageFromFileChecked(LoadImageFromFile):
                 f', skip_bad_images={self.skip_bad_images})')
 
 
+def _swap_built_loaders(node: Any, skip: bool, depth: int = 0) -> int:
+    """Replace every built ``LoadImageFromFile`` under ``node`` (a Compose,
+    or a transform holding others: ``transforms`` of RandomChoice /
+    KeyMapper, ``subroutines`` of TestTimeAug) in place; returns how
+    many."""
+    count = 0
+    if depth > 8:  # pipelines nest a few levels; guards odd objects
+        return 0
+    for attr in ('transforms', 'subroutines'):
+        children = getattr(node, attr, None)
+        if isinstance(children, list):
+            for i, child in enumerate(children):
+                if type(child) is LoadImageFromFile:  # not its subclasses
+                    children[i] = LoadImageFromFileChecked.from_loader(
+                        child, skip)
+                    count += 1
+                else:
+                    count += _swap_built_loaders(child, skip, depth + 1)
+        elif children is not None and hasattr(children, 'transforms'):
+            count += _swap_built_loaders(children, skip, depth + 1)
+    return count
+
+
+def use_checked_loaders(dataset: Any, skip_bad_images: bool = False) -> int:
+    """Put :class:`LoadImageFromFileChecked` in place of every
+    ``LoadImageFromFile`` in the pipeline of a *built* dataset (looking
+    through wrappers: ``dataset`` / ``datasets`` attributes), in place,
+    with the loader's own settings.
+
+    This is what :class:`~mmvit3.datasets.CheckedImageLoadingHook` does at
+    the start of a run, so that the config (and the copy of it stored in
+    work dirs and checkpoints) keeps the libraries' ``LoadImageFromFile``,
+    which the inferencers look for.
+
+    Returns:
+        int: How many loaders were replaced.
+    """
+    count = 0
+    pipeline = getattr(dataset, 'pipeline', None)
+    if pipeline is not None:
+        count += _swap_built_loaders(pipeline, skip_bad_images)
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None and inner is not dataset:
+        count += use_checked_loaders(inner, skip_bad_images)
+    for inner in getattr(dataset, 'datasets', None) or ():
+        count += use_checked_loaders(inner, skip_bad_images)
+    return count
+
+
 def _is_plain_loader(transform_type: Any) -> bool:
     if isinstance(transform_type, str):
         return transform_type.split('.')[-1] == 'LoadImageFromFile'
@@ -248,7 +312,12 @@ def use_checked_image_loading(cfg: Any,
     """Put :class:`LoadImageFromFileChecked` in place of
     ``LoadImageFromFile`` (same arguments) in the pipelines of ``cfg``'s
     train / val / test dataloaders (through dataset wrappers) and its
-    ``tta_pipeline``, in place.
+    ``tta_pipeline``, in place: for building datasets in your own scripts.
+
+    Not for a config that is saved or run by a Runner: the inferencers
+    look for ``LoadImageFromFile`` in a saved config; runs get checked
+    loading from :class:`~mmvit3.datasets.CheckedImageLoadingHook`, which
+    leaves the config as it is.
 
     Args:
         cfg (Config): The config.

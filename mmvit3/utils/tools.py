@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..datasets import use_checked_image_loading
+from ..datasets import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
 from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
 from ..registration import SCOPES
 from ..safe_load import UnsafeCheckpointError, trust_checkpoints
@@ -34,6 +34,8 @@ from .data_check import DatasetNotFoundError, check_data
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 from .malloc import ENV_VAR as MALLOC_ENV_VAR
 from .malloc import keep_freed_memory
+from .paths import commands_from_here, propagate_data_root, resolve_against_repo
+from .project_keys import check_project_keys
 
 #: Launchers of ``--launcher`` (mmengine's ``init_dist``).
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -116,14 +118,27 @@ def apply_common_args(args: argparse.Namespace, tool: str) -> Config:
     """Read ``args.config`` and apply the options of :func:`add_common_args`:
     overrides, launcher (adapted to the machine by
     :func:`adapt_to_cpu_distributed`) and work_dir (CLI > config > name of
-    the config file).
+    the config file). ``--cfg-options data_root=PATH`` reaches every
+    dataloader and evaluator that used the config's ``data_root``, and
+    relative data paths missing here but present in the repository resolve
+    against it (:mod:`mmvit3.utils.paths`).
 
     Raises:
-        SystemExit: The config is not an mmdet / mmseg one, or its launcher
-            cannot run on this machine.
+        SystemExit: The config is not an mmdet / mmseg one, has a misspelt
+            mmvit3 key (:func:`~mmvit3.utils.project_keys.check_project_keys`),
+            or its launcher cannot run on this machine.
     """
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config)
+    file_data_root = cfg.get('data_root')
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+        new_root = args.cfg_options.get('data_root')
+        if isinstance(file_data_root, str) and isinstance(new_root, str):
+            # the config's data_root was copied into each dataloader and
+            # evaluator when it was read: one override reaches them all
+            propagate_data_root(cfg, file_data_root, new_root)
+    resolve_against_repo(cfg)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -132,6 +147,7 @@ def apply_common_args(args: argparse.Namespace, tool: str) -> Config:
                                 osp.splitext(osp.basename(args.config))[0])
     try:
         config_scope(cfg, tool)
+        check_project_keys(cfg, args.config)
         adapt_to_cpu_distributed(cfg)
     except ValueError as err:
         raise SystemExit(str(err)) from None
@@ -250,6 +266,15 @@ class CheckpointFitHook(Hook):
             raise CheckpointMismatchError(f'{source}: {err}') from None
 
 
+def names_hook(cfg: Config, name: str) -> bool:
+    """Whether ``cfg.custom_hooks`` holds a hook of type ``name``."""
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if hasattr(hook, 'get') else type(hook)
+        if kind == name or getattr(kind, '__name__', None) == name:
+            return True
+    return False
+
+
 def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
     """``--trust-checkpoint`` or ``trust_checkpoint = True`` in the config."""
     return bool(args.trust_checkpoint or cfg.get('trust_checkpoint', False))
@@ -264,11 +289,12 @@ def run_runner(cfg: Config,
     the run's checkpoint policy: safe loading unless the user opted in
     (:func:`wants_trust`), for this run only.
 
-    Before building, image loading is checked
-    (:func:`~mmvit3.datasets.use_checked_image_loading`: a bad image file
-    is an error naming it, or skipped in training with the config's
-    ``skip_bad_images``) and, for training, mixed precision on a machine
-    without a GPU is refused (:func:`~mmvit3.utils.errors.check_amp`). A
+    Image loading is checked (:class:`~mmvit3.datasets.CheckedImageLoadingHook`,
+    added unless the config names it: a bad image file is an error naming
+    it, or skipped in training with the config's ``skip_bad_images``; the
+    config the Runner saves keeps ``LoadImageFromFile``) and, for
+    training, mixed precision on a machine without a GPU is refused
+    (:func:`~mmvit3.utils.errors.check_amp`). A
     ``load_from`` / ``resume`` checkpoint that does not fit the ViT3
     backbone (:class:`CheckpointFitHook`), a refused checkpoint or a
     mixed-precision request is a message on stderr and exit status 2, not
@@ -278,13 +304,14 @@ def run_runner(cfg: Config,
 
     First of all, the data of ``data_splits`` must be on disk
     (:func:`~mmvit3.utils.data_check.check_data`): a missing path is a
-    message on stderr and exit status 2. Without CUDA, glibc's malloc then
+    message on stderr (its commands rewritten to work from the current
+    directory) and exit status 2. Without CUDA, glibc's malloc then
     keeps freed memory for the next step
     (:func:`~mmvit3.utils.malloc.keep_freed_memory`; ``MMVIT3_MALLOC=default``
     turns it off).
 
     Args:
-        cfg (Config): The config (its pipelines are changed in place).
+        cfg (Config): The config.
         args (argparse.Namespace): The tool's arguments.
         mode (str): The Runner method to call.
         data_splits (Sequence[str]): The splits whose data the run reads
@@ -298,7 +325,12 @@ def run_runner(cfg: Config,
     try:
         check_data(cfg, data_splits)
     except DatasetNotFoundError as err:
-        print(err, file=sys.stderr)
+        message = str(err)
+        if isinstance(cfg.get('data_root'), str):
+            message += ('\n\nData elsewhere: one override points every '
+                        'dataloader and evaluator at it: --cfg-options '
+                        'data_root=PATH/')
+        print(commands_from_here(message), file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         try:
@@ -313,7 +345,6 @@ def run_runner(cfg: Config,
         # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
-    use_checked_image_loading(cfg)
     try:
         if mode == 'train':
             check_amp(cfg)
@@ -321,6 +352,9 @@ def run_runner(cfg: Config,
                 trust_checkpoints(wants_trust(args, cfg)):
             runner = build_runner(cfg)
             runner.register_hook(CheckpointFitHook())
+            if not names_hook(cfg, CHECKED_LOADING_HOOK):
+                # checked loading without changing the config the Runner saves
+                runner.register_hook(CheckedImageLoadingHook())
             if prepare is not None:
                 prepare(runner)
             getattr(runner, mode)()

@@ -1,0 +1,167 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""``DetInferencer`` / ``MMSegInferencer`` with the checkpoint checked
+against the model before any weight is loaded (another arch or task is an
+error, not a partial load), the outputs checked never to replace an input,
+and segmentation label maps saved under the image's name.
+
+Output layout (the inferencers'): ``OUT/vis/<image name>`` pictures and,
+on request, ``OUT/preds/<image stem>.json`` (detection: boxes, labels,
+scores, RLE masks) or ``OUT/preds/<image stem>.png`` (segmentation: one
+class index per pixel).
+"""
+import os.path as osp
+from typing import Dict, List, Sequence
+
+import numpy as np
+from mmengine.utils import mkdir_or_exist, scandir
+
+from ..models.checkpoint import (CheckpointMismatchError,
+                                 check_model_checkpoint)
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class OutputOverwritesInputError(ValueError):
+    """An output file of the run would replace one of its input images."""
+
+
+def _listed(keys, limit=5):
+    keys = sorted(keys)
+    return ', '.join(keys[:limit]) + (f' ... ({len(keys)} in all)'
+                                      if len(keys) > limit else '')
+
+
+def check_complete_checkpoint(model, checkpoint) -> None:
+    """Refuse a checkpoint that does not hold exactly the model's weights
+    (inference needs every one): entries missing, of other shapes, or not
+    in the model, e.g. a detector's checkpoint in a segmentation config.
+    The backbone's fixed-size ``rope.rotations`` tables, which it drops on
+    load, are not counted.
+
+    Raises:
+        CheckpointMismatchError: Naming the first mismatches.
+    """
+    state = checkpoint.get('state_dict', checkpoint) \
+        if isinstance(checkpoint, dict) else {}
+    state = {k[len('module.'):] if k.startswith('module.') else k: v
+             for k, v in state.items() if hasattr(v, 'shape')}
+    if not state:
+        return
+    wanted = {k: v.shape for k, v in model.state_dict().items()}
+    missing = wanted.keys() - state.keys()
+    extra = {k for k in state.keys() - wanted.keys()
+             if not k.endswith('rope.rotations')}
+    shapes = {k for k in wanted.keys() & state.keys()
+              if tuple(state[k].shape) != tuple(wanted[k])}
+    if not (missing or extra or shapes):
+        return
+    parts = [f'{what}: {_listed(keys)}' for what, keys in (
+        ('missing', missing), ('not in the model', extra),
+        ('of other shapes', shapes)) if keys]
+    raise CheckpointMismatchError(
+        'The checkpoint does not fit the model of the config (trained for '
+        'another task, arch or number of classes?); entries ' +
+        '; '.join(parts) + '. Use the config it was trained with (saved '
+        'beside it in the work dir).')
+
+
+def list_images(inputs: str) -> List[str]:
+    """The image files named by ``inputs`` (a file, or the images directly
+    in a folder), sorted."""
+    if osp.isdir(inputs):
+        return [osp.join(inputs, name) for name in sorted(
+            scandir(inputs, IMAGE_SUFFIXES, case_sensitive=False))]
+    return [inputs] if osp.isfile(inputs) else []
+
+
+def demo_outputs(images: Sequence[str], out_dir: str, scope: str,
+                 save_preds: bool = False) -> Dict[str, List[str]]:
+    """The files a run writes for each image, ``{image: [paths]}``.
+
+    Raises:
+        OutputOverwritesInputError: One of them is an input image (e.g.
+            ``out_dir/vis`` is the images' own folder).
+    """
+    suffix = '.json' if scope == 'mmdet' else '.png'
+    outputs = {}
+    for image in images:
+        name = osp.basename(image)
+        paths = [osp.join(out_dir, 'vis', name)]
+        if save_preds:
+            paths.append(osp.join(out_dir, 'preds', osp.splitext(name)[0] + suffix))
+        outputs[image] = paths
+    inputs = {osp.realpath(i): i for i in images}
+    for image, paths in outputs.items():
+        for path in paths:
+            if osp.realpath(path) in inputs:
+                raise OutputOverwritesInputError(
+                    f'Refusing to write {path}: it would replace the input '
+                    f'image {inputs[osp.realpath(path)]}. Choose an --out-dir '
+                    f'whose vis/ and preds/ folders hold none of the inputs.')
+    return outputs
+
+
+def _checked(cls):
+    """``cls`` (an inferencer class) with the checkpoint checked against the
+    built model first (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`,
+    :func:`check_complete_checkpoint`) and, for segmentation, label maps named after their images."""
+
+    class Checked(cls):
+        save_preds = False
+
+        def _load_weights_to_model(self, model, checkpoint, cfg):
+            if checkpoint is not None:
+                check_model_checkpoint(model, checkpoint)  # names the arch
+                check_complete_checkpoint(model, checkpoint)
+            super()._load_weights_to_model(model, checkpoint, cfg)
+
+        def postprocess(self, preds, visualization, return_datasample=False,
+                        pred_out_dir=''):
+            # MMSegInferencer only: its own files are numbered 00000000_pred.png
+            from PIL import Image
+            result = super().postprocess(preds, visualization,
+                                         return_datasample, '')
+            if self.save_preds and pred_out_dir:
+                mkdir_or_exist(pred_out_dir)
+                for pred in preds:
+                    stem = osp.splitext(osp.basename(pred.img_path))[0]
+                    label = pred.pred_sem_seg.data[0].cpu().numpy()
+                    Image.fromarray(label.astype(np.uint8)).save(
+                        osp.join(pred_out_dir, stem + '.png'))
+            return result
+
+    if cls.__name__ == 'DetInferencer':
+        del Checked.postprocess  # saves its predictions by image name
+    Checked.__name__ = Checked.__qualname__ = f'Checked{cls.__name__}'
+    return Checked
+
+
+def build_inferencer(cfg, checkpoint: str, scope: str, device: str = 'cpu'):
+    """The library's inferencer for ``cfg`` (a Config) and ``checkpoint``.
+
+    Raises:
+        mmvit3.models.checkpoint.CheckpointMismatchError: The checkpoint
+            does not fit the model (another arch or task).
+        mmvit3.UnsafeCheckpointError: The file holds pickled objects and
+            loading was not opted into.
+    """
+    if scope == 'mmdet':
+        from mmdet.apis import DetInferencer as Inferencer
+    else:
+        from mmseg.apis import MMSegInferencer as Inferencer
+    return _checked(Inferencer)(model=cfg, weights=checkpoint, device=device)
+
+
+def run_inferencer(inferencer, images: Sequence[str], out_dir: str,
+                   scope: str, save_preds: bool = False,
+                   score_thr: float = 0.3, opacity: float = 0.5) -> dict:
+    """Draw the predictions for ``images`` into ``out_dir/vis`` (and save
+    them into ``out_dir/preds`` with ``save_preds``), with the inferencer's
+    progress bar; returns its result dict."""
+    if scope == 'mmdet':
+        return inferencer(list(images), out_dir=out_dir,
+                          no_save_pred=not save_preds,
+                          pred_score_thr=score_thr)
+    inferencer.save_preds = save_preds
+    return inferencer(list(images), out_dir=out_dir, img_out_dir='vis',
+                      pred_out_dir='preds', opacity=opacity, with_labels=True)

@@ -1,0 +1,49 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""The top-level config keys mmvit3 reads, and a check that catches their
+misspellings (``skip_bad_image = True`` would otherwise do nothing)."""
+import difflib
+from typing import Any, Dict, Iterable, Optional
+
+#: Top-level config keys that mmvit3 reads, with what each does.
+PROJECT_KEYS: Dict[str, str] = {
+    'skip_bad_images':
+    'skip unreadable / truncated training images with a warning',
+    'trust_checkpoint':
+    'fully unpickle the checkpoints of the run (only for trusted files)',
+}
+
+
+class ProjectKeyError(ValueError):
+    """A config key is a near miss of one of :data:`PROJECT_KEYS`."""
+
+
+
+def close_project_key(key: str,
+                      known: Iterable[str] = PROJECT_KEYS) -> Optional[str]:
+    """The project key that ``key`` looks like a misspelling of, or None
+    (also for ``key`` itself)."""
+    known = list(known)
+    if key in known:
+        return None
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return match[0] if match else None
+
+
+def check_project_keys(cfg: Any, where: str = '') -> None:
+    """Raise :class:`ProjectKeyError` if a top-level key of ``cfg`` is a
+    near miss of a project key, naming the key the user probably meant.
+
+    Args:
+        cfg (Config | dict): The config.
+        where (str): The config file, for the message. Defaults to
+            ``cfg.filename`` when it has one.
+    """
+    where = where or getattr(cfg, 'filename', None) or ''
+    for key in list(cfg.keys()):
+        meant = close_project_key(key)
+        if meant is not None:
+            raise ProjectKeyError(
+                f'Unknown config key {key!r}{f" in {where}" if where else ""}: '
+                f'did you mean {meant!r} ({PROJECT_KEYS[meant]})? mmvit3 '
+                f'reads only {", ".join(map(repr, PROJECT_KEYS))}; a '
+                f'misspelt key would be ignored.')

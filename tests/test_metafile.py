@@ -1,0 +1,107 @@
+"""The recipes' facts that users read elsewhere: model-index.yml /
+configs/metafile.yml (mim's format) list exactly the configs in configs/,
+with the figures of the README's Results table and the authors' checkpoint
+links; each recipe's auto_scale_lr.base_batch_size is its total batch."""
+import re
+
+import pytest
+import yaml
+from _helpers import ROOT
+from mmengine.config import Config
+
+RECIPES = sorted(p.relative_to(ROOT).as_posix()
+                 for p in (ROOT / 'configs').rglob('*.py')
+                 if '_base_' not in p.parts)
+AUTHORS = 'https://cloud.tsinghua.edu.cn/f/'
+
+
+def models():
+    index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+    listed = []
+    for name in index['Import']:
+        listed += yaml.safe_load((ROOT / name).read_text())['Models']
+    return listed
+
+
+def readme_results():
+    """``{config: row}`` of the README's Results table."""
+    text = (ROOT / 'README.md').read_text()
+    section = text[text.index('## Results'):text.index('## Usage')]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r'\| \[`[^`]+`\]\((configs/[^)]+)\) \| ([^|]+) \| ([^|]+) '
+                     r'\| ([^|]+) \| ([^|]+) \| ([^|]+) \| \[authors\]\(([^)]+)\) \|',
+                     line)
+        if m:
+            rows[m[1]] = dict(task=m[2].strip(), params=m[3].strip(),
+                              flops=m[4].strip(), result=m[5].strip(),
+                              link=m[7])
+    return rows
+
+
+def as_number(text):
+    value, unit = float(text[:-1]), text[-1]
+    return round(value * {'M': 1e6, 'G': 1e9}[unit])
+
+
+def test_every_config_listed_once_and_every_listed_config_exists():
+    listed = [m['Config'] for m in models()]
+    assert sorted(listed) == RECIPES
+    names = [m['Name'] for m in models()]
+    assert len(set(names)) == len(names)
+    collections = yaml.safe_load(
+        (ROOT / 'configs' / 'metafile.yml').read_text())['Collections']
+    assert {m['In Collection'] for m in models()} == {c['Name'] for c in collections}
+    assert collections[0]['Paper']['URL'] == 'https://arxiv.org/abs/2512.01643'
+    assert collections[0]['Code']['URL'] == 'https://github.com/LeapLabTHU/ViTTT'
+
+
+def test_official_figures_equal_the_readme_table():
+    table = readme_results()
+    official = [m for m in models() if 'Results' in m]
+    assert sorted(table) == sorted(m['Config'] for m in official) == \
+        [c for c in RECIPES if '/demo/' not in c]
+    for model in official:
+        row = table[model['Config']]
+        meta = model['Metadata']
+        assert meta['Parameters'] == as_number(row['params']), model['Name']
+        assert meta['FLOPs'] == as_number(row['flops']), model['Name']
+        metrics = {k: v for r in model['Results'] for k, v in r['Metrics'].items()}
+        tasks = [(r['Task'], r['Dataset']) for r in model['Results']]
+        if 'mIoU' in metrics:
+            assert tasks == [('Semantic Segmentation', 'ADE20K')]
+            assert row['result'] == f'mIoU {metrics["mIoU"]}'
+        else:
+            assert tasks == [('Object Detection', 'COCO'),
+                             ('Instance Segmentation', 'COCO')]
+            assert row['result'] == \
+                f'box {metrics["box AP"]} / mask {metrics["mask AP"]}'
+        assert model['Weights'] == row['link'] and row['link'].startswith(AUTHORS)
+
+
+@pytest.mark.parametrize('config', [c for c in RECIPES if '/demo/' not in c])
+def test_metadata_matches_the_config(config):
+    model = next(m for m in models() if m['Config'] == config)
+    cfg = Config.fromfile(str(ROOT / config))
+    arch = cfg.model.backbone.arch
+    assert f'vit3-{arch[0]}' in model['Name']
+    assert model['Metadata']['Pretrained'].startswith(AUTHORS)
+    # the batch the lr was set for: per GPU x the paper's 8 GPUs
+    amp = 'Mixed Precision Training' in model['Metadata']['Training Techniques']
+    assert amp == (cfg.optim_wrapper.type == 'AmpOptimWrapper')
+    total = cfg.train_dataloader.batch_size * 8
+    assert cfg.auto_scale_lr.base_batch_size == total == \
+        model['Metadata']['Batch Size']
+    assert total == (32 if cfg.default_scope == 'mmdet' else 16)
+    if cfg.default_scope == 'mmdet':
+        assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
+    else:
+        assert model['Metadata']['Iterations'] == cfg.train_cfg.max_iters
+
+
+def test_mim_finds_the_index_inside_the_package():
+    """mim reads a package's model index from <package>/.mim/."""
+    mim = ROOT / 'mmvit3' / '.mim'
+    assert (mim / 'model-index.yml').resolve() == (ROOT / 'model-index.yml').resolve()
+    for model in models():
+        assert (mim / model['Config']).is_file(), model['Config']
