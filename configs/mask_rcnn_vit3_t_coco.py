@@ -2,7 +2,8 @@
 # Released recipe, spec §7: stock MMDetection 3.x Mask R-CNN R-50-FPN with the
 # backbone swapped; AdamW 2e-4 / wd 0.05 (no decay on norm params), AMP,
 # gradient checkpointing, 4 images per GPU, multi-scale (DETR-style) training.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+          './_base_/mmvit3_runtime.py']
 
 custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
 

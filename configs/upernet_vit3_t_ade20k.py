@@ -4,7 +4,8 @@
 # 1500 iters from 1e-6x then poly to 0, 2 images per GPU x 8 GPUs, standard
 # ADE20K pipeline, whole-image test) with the backbone swapped; AMP for T.
 _base_ = [
-    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa: E501
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',  # noqa: E501
+    './_base_/mmvit3_runtime.py'
 ]
 
 custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)

@@ -3,22 +3,28 @@
 MMSegmentation.
 
 ``import mmvit3`` (or ``custom_imports=dict(imports=['mmvit3'])`` in a config)
-registers ``ViT3`` in the model registries of the installed libraries and
-``LoadImageFromFileChecked`` in their transform registries.
+registers ``ViT3`` in the model registries of the installed libraries,
+``LoadImageFromFileChecked`` in their transform registries, mmvit3's run
+hooks (:mod:`mmvit3.engine`) in mmengine's hook registry, and a safe loader
+for every scheme of mmengine's ``CheckpointLoader``.
 """
 from .models import ViT3, checkpoint_filter_fn, load_pretrained
-from .registration import register_models, register_transforms
-from .safe_load import (UnsafeCheckpointError, load_checkpoint_file,
+from .registration import register_hooks, register_models, register_transforms
+from .safe_load import (CorruptCheckpointError, NonFiniteCheckpointError,
+                        UnsafeCheckpointError, load_checkpoint_file,
                         register_checkpoint_loader, trust_checkpoints)
 from .version import __version__
 
 REGISTERED_SCOPES = register_models()
 register_transforms()
+register_hooks()
 register_checkpoint_loader()
 
 __all__ = [
     'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
-    'UnsafeCheckpointError', 'trust_checkpoints', 'register_models',
+    'UnsafeCheckpointError', 'CorruptCheckpointError',
+    'NonFiniteCheckpointError', 'trust_checkpoints', 'register_models',
+    'register_hooks',
     'register_transforms', 'REGISTERED_SCOPES',
     '__version__'
 ]

@@ -1,7 +1,8 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Puts the ViT3 backbone into the MMDetection and MMSegmentation model
 registries, and the checked image loader into their transform registries,
-each only if that library is installed."""
+each only if that library is installed; and mmvit3's run hooks into
+mmengine's root hook registry."""
 import importlib
 import importlib.util
 import logging
@@ -43,6 +44,24 @@ def register_models() -> List[str]:
     """Register :class:`ViT3` as ``'ViT3'`` in every installed library's
     ``MODELS``; returns the scopes it is registered in. Idempotent."""
     return _register('MODELS', 'ViT3', ViT3)
+
+
+def register_hooks() -> List[str]:
+    """Register mmvit3's run hooks (:mod:`mmvit3.engine`) in mmengine's root
+    ``HOOKS``, where the mmdet / mmseg scopes find them through their parent
+    registry; returns their names. Idempotent."""
+    from mmengine.registry import HOOKS
+
+    from .engine import HOOK_CLASSES
+    for name, cls in HOOK_CLASSES.items():
+        existing = HOOKS.module_dict.get(name)
+        if existing is None:
+            HOOKS.register_module(name=name, module=cls)
+        elif existing is not cls:
+            print_log(f'mmengine.registry.HOOKS already holds another {name!r} '
+                      f'({existing.__module__}); mmvit3 left it in place',
+                      logger='current', level=logging.WARNING)
+    return list(HOOK_CLASSES)
 
 
 def register_transforms() -> List[str]:

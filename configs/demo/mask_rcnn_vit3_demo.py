@@ -7,7 +7,8 @@
 #       work_dirs/mask_rcnn_vit3_demo/iter_360.pth
 #
 # Not a recipe for real data: the COCO configs are configs/mask_rcnn_*.py.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+          '../_base_/mmvit3_runtime.py']
 custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
 
 data_root = 'data/demo/'

@@ -8,7 +8,10 @@
 #       work_dirs/upernet_vit3_demo/iter_120.pth
 #
 # Not a recipe for real data: the ADE20K configs are configs/upernet_*.py.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'  # noqa
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',  # noqa
+    '../_base_/mmvit3_runtime.py'
+]
 custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
 
 data_root = 'data/demo/ade/'

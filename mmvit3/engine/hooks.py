@@ -1,0 +1,248 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Hooks that make a run safe through any tool that builds an mmengine
+Runner (the project's tools add them; a config names them in
+``custom_hooks``, as ``configs/_base_/mmvit3_runtime.py`` does, for
+mmdet's / mmseg's own tools).
+
+* :class:`CheckpointSafetyHook`: the config's checkpoint opt-ins
+  (``trust_checkpoint``, ``allow_nonfinite_weights``,
+  ``allow_partial_checkpoint``) for the run; ``resume`` from the newest
+  readable checkpoint when ``last_checkpoint`` does not name one; a
+  checkpoint that does not fit the model refused before it loads; mmengine's
+  ``CheckpointHook`` upgraded to :class:`SafeCheckpointHook`.
+* :class:`WorkDirLockHook`: one training run per work dir.
+* :class:`NonFiniteLossHook`: a NaN / Inf loss stops training.
+"""
+import atexit
+import logging
+import math
+import os
+import os.path as osp
+import socket
+import time
+from typing import Optional
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import BaseLoop
+
+from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
+from .. import safe_load
+from .checkpointing import SafeCheckpointHook, find_resumable_checkpoint
+
+
+def _training(runner) -> bool:
+    """Whether the runner is in ``train()`` (its train loop is built)."""
+    return isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+
+
+def unwrapped_model(runner):
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
+class CheckpointSafetyHook(Hook):
+    """The checkpoint policy of a run, from its config.
+
+    Before the run: ``trust_checkpoint = True`` fully unpickles the files
+    this run loads (only for files you trust), ``allow_nonfinite_weights =
+    True`` loads weights holding NaN / Inf; both end with the run. A
+    ``resume`` without a file (``--resume``) takes the newest readable
+    checkpoint of the work dir when ``last_checkpoint`` is missing, empty,
+    stale or names an unreadable file, and logs which. A plain
+    ``CheckpointHook`` becomes a :class:`SafeCheckpointHook`.
+
+    After a checkpoint is read and before it is loaded: one that does not
+    fit the model (another arch, task or head layout) is refused
+    (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`; strict, entry
+    by entry, except for ``load_from`` in training, where heads of other
+    shapes are skipped by mmengine for fine-tuning);
+    ``allow_partial_checkpoint = True`` turns the check off.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self._restore = []
+
+    def before_run(self, runner) -> None:
+        cfg = runner.cfg
+        if cfg.get('trust_checkpoint', False):
+            self._restore.append(safe_load.trust_checkpoints(True))
+        if cfg.get('allow_nonfinite_weights', False):
+            self._restore.append(safe_load.allow_nonfinite_weights(True))
+        if not safe_load.opt_in_hint_set():  # a stock tool: the config key
+            safe_load.set_opt_in_hint(safe_load.CONFIG_HINT)
+        for hook in runner.hooks:
+            if type(hook) is CheckpointHook:  # same state, safer saving
+                hook.__class__ = SafeCheckpointHook
+        if _training(runner) and runner._resume and runner._load_from is None:
+            chosen, why = find_resumable_checkpoint(runner.work_dir)
+            if chosen is not None and why.endswith('names it'):
+                return  # mmengine's own auto-resume takes it
+            if chosen is None:
+                print_log(f'Resume: nothing to resume from ({why}); training '
+                          f'starts from the beginning.', logger='current',
+                          level=logging.WARNING)
+                return
+            print_log(f'Resume: taking {chosen}: {why}.', logger='current',
+                      level=logging.WARNING)
+            runner._load_from = chosen
+
+    def after_run(self, runner) -> None:
+        while self._restore:
+            self._restore.pop().__exit__(None, None, None)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if runner.cfg.get('allow_partial_checkpoint', False):
+            return
+        strict = not (_training(runner) and not runner._resume)
+        try:
+            check_model_checkpoint(unwrapped_model(runner), checkpoint, strict)
+        except CheckpointMismatchError as err:
+            source = runner._load_from or 'the checkpoint to resume from'
+            raise CheckpointMismatchError(
+                f'{source}: {err} (To load what fits anyway: '
+                f'allow_partial_checkpoint = True in the config.)') from None
+
+
+class WorkDirBusyError(RuntimeError):
+    """Another live training run holds the work dir."""
+
+
+LOCK_NAME = '.mmvit3_train.lock'
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkDirLockHook(Hook):
+    """Refuse a second training run on a work dir that a live run holds,
+    instead of letting both write the same checkpoints: training takes the
+    lock file ``WORK_DIR/.mmvit3_train.lock`` (pid and host) and removes it
+    when the run ends; a lock left by a process that is gone (killed) is
+    taken over, with a message. Main process only."""
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self._path: Optional[str] = None
+
+    def before_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        path = osp.join(runner.work_dir, LOCK_NAME)
+        host = socket.gethostname()
+        mine = f'{os.getpid()} {host} {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    with open(path) as f:
+                        parts = f.read().split()
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                pid = int(parts[0]) if parts and parts[0].isdigit() else -1
+                other_host = parts[1] if len(parts) > 1 else host
+                started = ' '.join(parts[2:4])
+                if pid == os.getpid():
+                    break
+                if other_host != host or (pid > 0 and _alive(pid)):
+                    where = f'pid {pid}' + (f' on {other_host}' if other_host != host else '')
+                    raise WorkDirBusyError(
+                        f'The work dir {runner.work_dir} is in use by another '
+                        f'training run ({where}, started {started}): two runs '
+                        f'there would overwrite each other\'s checkpoints. Use '
+                        f'another --work-dir, or wait for that run to end. If '
+                        f'no such run is alive, delete {path}.')
+                print_log(f'Taking over the lock {path} of a run that is gone '
+                          f'(pid {pid}, started {started}).', logger='current',
+                          level=logging.WARNING)
+                os.remove(path)
+                continue
+            with os.fdopen(fd, 'w') as f:
+                f.write(mine)
+            break
+        self._path = path
+        atexit.register(self._release)
+
+    def _release(self) -> None:
+        path, self._path = self._path, None
+        if not path:
+            return
+        try:
+            with open(path) as f:
+                parts = f.read().split()
+            if parts and parts[0] == str(os.getpid()):
+                os.remove(path)
+        except OSError:
+            pass
+
+    def after_run(self, runner) -> None:
+        self._release()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss was NaN / Inf for too many iterations."""
+
+
+class NonFiniteLossHook(Hook):
+    """Stop training with :class:`NonFiniteLossError` when the loss is NaN or
+    Inf for ``patience`` consecutive iterations (runs before the checkpoint
+    hook, so no checkpoint of that iteration is written).
+
+    Args:
+        patience (int): Consecutive non-finite iterations tolerated before
+            stopping; 1 stops at the first. Defaults to 1.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, patience: int = 1) -> None:
+        if int(patience) < 1:
+            raise ValueError(f'NonFiniteLossHook: patience must be >= 1, got {patience!r}')
+        self.patience = int(patience)
+        self._count = 0
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if not isinstance(outputs, dict):
+            return
+        values = {k: v for k, v in outputs.items()
+                  if 'loss' in k and isinstance(v, (torch.Tensor, float, int))}
+        bad = {}
+        for k, v in values.items():
+            value = float(v.detach().float().sum()) if isinstance(v, torch.Tensor) else float(v)
+            if not math.isfinite(value):
+                bad[k] = value
+        if not bad:
+            self._count = 0
+            return
+        self._count += 1
+        terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+        if self._count < self.patience:
+            print_log(f'Iteration {runner.iter + 1}: non-finite loss ({terms}), '
+                      f'{self._count} of {self.patience} tolerated.',
+                      logger='current', level=logging.WARNING)
+            return
+        last = runner.message_hub.get_info('last_ckpt')
+        raise NonFiniteLossError(
+            f'Training stopped at iteration {runner.iter + 1}: the loss is '
+            f'not finite ({terms}) for {self._count} consecutive '
+            f'iteration(s). The run diverged: lower the learning rate '
+            f'(optim_wrapper.optimizer.lr), clip gradients '
+            f'(optim_wrapper.clip_grad=dict(max_norm=...)) or lengthen the '
+            f'warm-up, and resume or restart'
+            + (f'; the last checkpoint with finite weights is {last}' if last else '')
+            + '. To tolerate a few such iterations: '
+            "custom_hooks=[dict(type='NonFiniteLossHook', patience=N)].")
