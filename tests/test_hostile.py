@@ -435,7 +435,7 @@ def test_a_checkpoint_of_another_task_is_refused(task_checkpoints, demo_root,
                   '--work-dir', tmp_path / 'seg', *seg_options(demo_root))
     assert rc == 2, out[-3000:]
     assert 'another model' in out and 'decode_head' in out and 'roi_head' in out
-    assert 'mIoU' not in out
+    assert 'Iter(test)' not in out
     rc, out = run('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'det',
                   '--cfg-options', f'load_from={task_checkpoints["seg"]}',
                   'train_cfg.max_iters=1', *det_data_overrides(demo_root),
@@ -552,6 +552,43 @@ def test_tools_name_a_broken_annotation_file(demo_root, tmp_path):
     assert 'Traceback' not in out
 
 
+def test_tools_name_out_of_range_labels(demo_root, tmp_path):
+    import shutil
+    from PIL import Image
+    ade = tmp_path / 'ade'
+    shutil.copytree(demo_root / 'ade', ade)
+    bad = sorted((ade / 'annotations' / 'training').glob('*.png'))[1]
+    label = np.array(Image.open(bad))
+    label[0, :5] = 7  # 3 classes with reduce_zero_label: 0..3 and 255
+    Image.fromarray(label).save(bad)
+    rc, out = run('tools/train.py', SEG_CFG, '--work-dir', tmp_path / 'w',
+                  *seg_train_options(demo_root),
+                  *loader_overrides('dataset.', data_root=f'{ade}/'))
+    assert rc == 2, out[-3000:]
+    assert f'{bad}: [7]' in out and 'outside 0..3' in out
+    assert 'Traceback' not in out
+
+
+def test_out_of_memory_names_the_huge_image(tmp_path):
+    from mmengine.config import Config
+
+    from mmvit3.utils.tools import out_of_memory_message
+    ann = tmp_path / 'ann.json'
+    images = [{'id': 0, 'file_name': 'small.jpg', 'width': 640, 'height': 480},
+              {'id': 1, 'file_name': 'huge.jpg', 'width': 12000, 'height': 12000}]
+    ann.write_text(json.dumps({'images': images, 'annotations': [],
+                               'categories': []}))
+    cfg = Config(dict(default_scope='mmdet', test_dataloader=dict(dataset=dict(
+        data_root=f'{tmp_path}/', ann_file='ann.json',
+        data_prefix=dict(img='img/')))))
+    text = out_of_memory_message(cfg, ['test'], RuntimeError(
+        "DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+        '86400000000 bytes'))
+    assert text.startswith('Out of memory: DefaultCPUAllocator')
+    assert f'{tmp_path}/img/huge.jpg (12000x12000, 144 MP)' in text
+    assert 'Downscale such images' in text
+
+
 # --------------------------------------------------------------------------
 # 7. command-line mistakes
 
@@ -575,8 +612,11 @@ def test_command_line_mistakes_are_named(demo_root, tmp_path):
         assert 'Loads checkpoint' not in out
     assert ckpt.stat().st_size > 0
 
-    rc, out = run('tools/train.py', SEG_CFG, '--work-dir', tmp_path / 'w',
-                  *seg_train_options(
-                      demo_root, "custom_hooks=[dict(type='NonFiniteLosHook')]"))
+    config = tmp_path / 'misspelt_hook.py'
+    config.write_text(f"_base_ = '{ROOT / SEG_CFG}'\n"
+                      "custom_hooks = [dict(type='NonFiniteLosHook')]\n")
+    rc, out = run('tools/train.py', config, '--work-dir', tmp_path / 'w',
+                  *seg_train_options(demo_root))
     assert rc != 0, out[-3000:]
-    assert "Unknown type 'NonFiniteLosHook'" in out and 'NonFiniteLossHook' in out
+    assert "Unknown type 'NonFiniteLosHook'" in out, out[-3000:]
+    assert "Did you mean: 'NonFiniteLossHook'" in out

@@ -447,6 +447,7 @@ def check_dataset_labels(cfg: Any, ds_cfg: Any) -> None:
     init_default_scope('mmseg')
     ds_cfg = copy.deepcopy(ds_cfg)
     ds_cfg['pipeline'] = []
+    ds_cfg['serialize_data'] = False  # keep data_list
     dataset = registry.build(ds_cfg)
     if getattr(dataset, 'label_map', None):
         return  # values are remapped: the raw ids are not class indices
@@ -455,3 +456,43 @@ def check_dataset_labels(cfg: Any, ds_cfg: Any) -> None:
     check_seg_labels(pairs, len(dataset.metainfo['classes']),
                      bool(ds_cfg.get('reduce_zero_label', False)),
                      getattr(dataset, 'ignore_index', 255))
+
+
+def largest_images(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
+                   n: int = 3) -> List[Tuple[int, int, str]]:
+    """The ``n`` largest images (``(width, height, path)``, largest first)
+    of a config's local datasets: from a COCO file's ``width`` / ``height``,
+    or the image headers of an mmseg dataset's files. For the hint after an
+    allocation failure; datasets that cannot be listed are skipped."""
+    import json
+    found: List[Tuple[int, int, str]] = []
+    for split in splits:
+        loader = _get(cfg, f'{split}_dataloader')
+        if loader is None:
+            continue
+        for _, ds in _leaf_datasets(_get(loader, 'dataset'), ''):
+            root = _get(ds, 'data_root') or ''
+            ann_file = _get(ds, 'ann_file') or ''
+            try:
+                if ann_file.endswith('.json'):
+                    with open(_join(root, ann_file)) as f:
+                        images = json.load(f)['images']
+                    prefix = _join(root, (_get(ds, 'data_prefix') or {}).get('img', ''))
+                    found += [(int(i['width']), int(i['height']),
+                               osp.join(prefix, i['file_name'])) for i in images]
+                elif _get(cfg, 'default_scope') == 'mmseg':
+                    import copy
+                    import importlib
+                    from PIL import Image
+                    ds_cfg = copy.deepcopy(ds)
+                    ds_cfg['pipeline'] = []
+                    ds_cfg['serialize_data'] = False
+                    dataset = importlib.import_module(
+                        'mmseg.registry').DATASETS.build(ds_cfg)
+                    for item in dataset.data_list:
+                        with Image.open(item['img_path']) as img:
+                            found.append((*img.size, item['img_path']))
+            except Exception:  # a hint only: never hide the original error
+                continue
+    found = sorted(set(found), key=lambda t: -t[0] * t[1])
+    return found[:n]

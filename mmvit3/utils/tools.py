@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import os.path as osp
+import re
 import sys
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -33,7 +34,7 @@ from ..safe_load import (TOOLS_HINT, CorruptCheckpointError,
                          trust_checkpoints)
 from .config_tree import typed_dicts
 from .data_check import (BadAnnotationError, DatasetNotFoundError,
-                         check_annotations, check_data)
+                         check_annotations, check_data, largest_images)
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 from .malloc import ENV_VAR as MALLOC_ENV_VAR
 from .malloc import keep_freed_memory
@@ -294,6 +295,37 @@ def output_problem(path: str, directory: bool = False,
     return None
 
 
+def out_of_memory_message(cfg: Config, splits: Sequence[str],
+                          err: BaseException) -> str:
+    """What to say when a run fails to allocate memory: the error, the
+    largest images of the run (a single huge image is the usual cause) and
+    what each task holds per image."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    lines = [f'Out of memory: {first}']
+    big = largest_images(cfg, splits)
+    if big:
+        w, h, path = big[0]
+        lines.append('The largest images of this run: ' + ', '.join(
+            f'{p} ({bw}x{bh}, {bw * bh / 1e6:.0f} MP)' for bw, bh, p in big) + '.')
+        if w * h > 16e6:
+            seg = ''
+            if cfg.get('default_scope') == 'mmseg':
+                classes = (cfg.get('model', {}).get('decode_head') or {}).get(
+                    'num_classes') or 150
+                seg = (f' segmentation evaluation scales the class scores back '
+                       f'to each image\'s original size ({classes} classes x '
+                       f'{w}x{h} floats = {classes * w * h * 4 / 2**30:.0f} GiB '
+                       f'for {path}), and')
+            lines.append(
+                f'Images this large need a lot of memory whatever the '
+                f'pipeline resizes them to:{seg} decoding and the transforms '
+                f'hold full-size copies. Downscale such images (e.g. to at '
+                f'most 4096 px a side) or leave them out of the dataset.')
+    lines.append('Smaller batches (train_dataloader.batch_size) or fewer '
+                 'dataloader workers also lower the memory needed.')
+    return '\n'.join(lines)
+
+
 def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
     """``--trust-checkpoint`` or ``trust_checkpoint = True`` in the config."""
     return bool(args.trust_checkpoint or cfg.get('trust_checkpoint', False))
@@ -382,6 +414,12 @@ def run_runner(cfg: Config,
     except NonFiniteLossError as err:
         print(err, file=sys.stderr)
         return 3
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and \
+                not re.search(r"can't allocate memory|out of memory", str(err)):
+            raise
+        print(out_of_memory_message(cfg, data_splits, err), file=sys.stderr)
+        return 1
     finally:
         set_opt_in_hint(None)
     return 0
