@@ -365,6 +365,29 @@ def test_tools_refuse_a_work_dir_a_live_run_holds(demo_root, tmp_path):
     assert 'Traceback' not in out
 
 
+def test_stock_train_tool_saves_safely_and_resumes_without_last_checkpoint(
+        demo_root, tmp_path):
+    """mmseg's own tools/train.py with the demo config (which inherits
+    configs/_base_/mmvit3_runtime.py): checkpoints by write-then-rename, the
+    lock released at the end, and --resume without last_checkpoint takes
+    the newest checkpoint instead of starting again."""
+    train_py = stock_tool('mmseg', 'train')
+    options = ['default_hooks.checkpoint.interval=2',
+               'default_hooks.checkpoint.save_optimizer=False']
+    rc, out = run(train_py, SEG_CFG, '--work-dir', tmp_path,
+                  *seg_train_options(demo_root, *options, iters=2))
+    assert rc == 0, out[-3000:]
+    assert (tmp_path / 'iter_2.pth').is_file()
+    assert not list(tmp_path.glob('*.tmp')) and not (tmp_path / LOCK_NAME).exists()
+    (tmp_path / 'last_checkpoint').unlink()
+    rc, out = run(train_py, SEG_CFG, '--work-dir', tmp_path, '--resume',
+                  *seg_train_options(demo_root, *options, iters=3))
+    assert rc == 0, out[-3000:]
+    assert f'Resume: taking {tmp_path / "iter_2.pth"}: there is no' in out
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert 'Iter(train) [1/3]' not in out and 'Iter(train) [3/3]' in out
+
+
 # --------------------------------------------------------------------------
 # 3. non-finite values
 
@@ -532,10 +555,17 @@ def test_bad_segmentation_labels_are_named(tmp_path):
         path = tmp_path / f'{name}.png'
         Image.fromarray(value).save(path)
         pairs.append((str(img), str(path)))
-    check_seg_labels(pairs[:1], num_classes=3, reduce_zero_label=True)
+    tiny = tmp_path / 'tiny.jpg'
+    Image.new('RGB', (1, 1)).save(tiny)
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / 'tiny.png')
+    pairs.append((str(tiny), str(tmp_path / 'tiny.png')))
+    check_seg_labels(pairs[:1], num_classes=3, reduce_zero_label=True,
+                     min_side=4)
     with pytest.raises(BadAnnotationError) as err:
-        check_seg_labels(pairs, num_classes=3, reduce_zero_label=True)
+        check_seg_labels(pairs, num_classes=3, reduce_zero_label=True,
+                         min_side=4)
     text = str(err.value)
+    assert f'{tiny} 1x1' in text and 'smaller than 4 px' in text
     assert f'{tmp_path}/range.png: [9]' in text and 'outside 0..3' in text
     assert f'{tmp_path}/size.png 8x5, image 8x6' in text
     assert f'{tmp_path}/rgb.png (RGB)' in text and 'colour label maps' in text
@@ -567,6 +597,12 @@ def test_tools_name_out_of_range_labels(demo_root, tmp_path):
     assert rc == 2, out[-3000:]
     assert f'{bad}: [7]' in out and 'outside 0..3' in out
     assert 'Traceback' not in out
+    # mmseg's own tool: DataCheckHook (configs/_base_/mmvit3_runtime.py)
+    rc, out = run(stock_tool('mmseg', 'train'), SEG_CFG, '--work-dir',
+                  tmp_path / 'stock', *seg_train_options(demo_root),
+                  *loader_overrides('dataset.', data_root=f'{ade}/'))
+    assert rc != 0 and f'{bad}: [7]' in out, out[-3000:]
+    assert 'Iter(train)' not in out
 
 
 def test_out_of_memory_names_the_huge_image(tmp_path):

@@ -6,11 +6,13 @@
 #   allow_nonfinite_weights / allow_partial_checkpoint, --resume from the
 #   newest readable checkpoint, checkpoints that do not fit the model refused,
 #   checkpoints saved by write-then-rename; WorkDirLockHook: one training run
-#   per work dir; NonFiniteLossHook: a NaN / Inf loss stops training.
+#   per work dir; NonFiniteLossHook: a NaN / Inf loss stops training;
+#   DataCheckHook: annotations and label maps checked before the run.
 # See docs/reliability.md.
 custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='CheckpointSafetyHook'),
     dict(type='WorkDirLockHook'),
     dict(type='NonFiniteLossHook', patience=1),
+    dict(type='DataCheckHook'),
 ]

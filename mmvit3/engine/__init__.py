@@ -5,21 +5,25 @@ mmengine's root ``HOOKS`` (found from the mmdet / mmseg scopes through
 their parent registry) by :func:`mmvit3.registration.register_hooks`."""
 from .checkpointing import (SafeCheckpointHook, atomic_write_text,
                             checkpoint_problem, find_resumable_checkpoint)
-from .hooks import (LOCK_NAME, CheckpointSafetyHook, NonFiniteLossError,
+from .hooks import (LOCK_NAME, CheckpointSafetyHook, DataCheckHook,
+                    NonFiniteLossError,
                     NonFiniteLossHook, WorkDirBusyError, WorkDirLockHook)
 
-#: The hooks a run gets (tools/train.py, configs/_base_/mmvit3_runtime.py).
+#: The hooks tools/train.py and tools/test.py give a run (they check the data
+#: themselves, before building; configs/_base_/mmvit3_runtime.py also names
+#: DataCheckHook for the libraries' own tools).
 RUN_HOOKS = ('CheckpointSafetyHook', 'WorkDirLockHook', 'NonFiniteLossHook')
 HOOK_CLASSES = {
     'SafeCheckpointHook': SafeCheckpointHook,
     'CheckpointSafetyHook': CheckpointSafetyHook,
     'WorkDirLockHook': WorkDirLockHook,
     'NonFiniteLossHook': NonFiniteLossHook,
+    'DataCheckHook': DataCheckHook,
 }
 
 __all__ = [
     'SafeCheckpointHook', 'atomic_write_text', 'checkpoint_problem',
     'find_resumable_checkpoint', 'LOCK_NAME', 'CheckpointSafetyHook',
     'NonFiniteLossError', 'NonFiniteLossHook', 'WorkDirBusyError',
-    'WorkDirLockHook', 'RUN_HOOKS', 'HOOK_CLASSES'
+    'WorkDirLockHook', 'DataCheckHook', 'RUN_HOOKS', 'HOOK_CLASSES'
 ]

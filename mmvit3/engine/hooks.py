@@ -246,3 +246,57 @@ class NonFiniteLossHook(Hook):
             + (f'; the last checkpoint with finite weights is {last}' if last else '')
             + '. To tolerate a few such iterations: '
             "custom_hooks=[dict(type='NonFiniteLossHook', patience=N)].")
+
+
+def _leaf_datasets(dataset):
+    """The datasets inside wrappers (``dataset`` / ``datasets``)."""
+    inner = getattr(dataset, 'datasets', None)
+    if isinstance(inner, (list, tuple)):
+        for d in inner:
+            yield from _leaf_datasets(d)
+        return
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None and not isinstance(inner, (str, dict)):
+        yield from _leaf_datasets(inner)
+        return
+    yield dataset
+
+
+class DataCheckHook(Hook):
+    """Check the annotations of the run's built datasets before it starts,
+    for mmdet's / mmseg's own tools (``tools/train.py`` and ``tools/test.py``
+    check them before building, and this hook then does nothing): COCO
+    files' dropped annotations as counted warnings, segmentation label maps
+    (:func:`~mmvit3.utils.data_check.check_seg_labels`) as errors."""
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        from ..utils import data_check
+        if data_check.ANNOTATIONS_CHECKED[0]:
+            return
+        for mode in ('train', 'val', 'test'):
+            loop = getattr(runner, f'_{mode}_loop', None)
+            if not isinstance(loop, BaseLoop):
+                continue
+            for dataset in _leaf_datasets(loop.dataloader.dataset):
+                self._check(dataset, mode == 'train')
+
+    @staticmethod
+    def _check(dataset, training: bool) -> None:
+        from ..utils import data_check
+        ann_file = getattr(dataset, 'ann_file', '') or ''
+        meta = getattr(dataset, 'metainfo', {}) or {}
+        if ann_file.endswith('.json') and osp.isfile(ann_file):
+            filter_cfg = getattr(dataset, 'filter_cfg', None) if training else None
+            for line in data_check.check_coco_file(ann_file, meta.get('classes'),
+                                                   filter_cfg):
+                print_log(line, logger='current', level=logging.WARNING)
+        elif hasattr(dataset, 'seg_map_suffix') and \
+                not getattr(dataset, 'label_map', None):
+            pairs = [(info['img_path'], info['seg_map_path'])
+                     for info in map(dataset.get_data_info, range(len(dataset)))
+                     if info.get('seg_map_path')]
+            data_check.check_seg_labels(
+                pairs, len(meta.get('classes', ())),
+                bool(getattr(dataset, 'reduce_zero_label', False)),
+                getattr(dataset, 'ignore_index', 255))

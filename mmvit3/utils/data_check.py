@@ -226,6 +226,11 @@ def check_data(cfg: Any,
 # --------------------------------------------------------------------------
 # annotations: files that are there but cannot be used
 
+#: Set once :func:`check_annotations` has checked the run's data (by the
+#: project's tools), so that ``DataCheckHook`` does not check it again.
+ANNOTATIONS_CHECKED = [False]
+
+
 class BadAnnotationError(ValueError):
     """An annotation file (or label map) of a dataset cannot be used; the
     message names the file and what is wrong."""
@@ -346,7 +351,7 @@ def check_coco_file(path: str, classes: Optional[Sequence[str]] = None,
 
 def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
                      reduce_zero_label: bool = False, ignore_index: int = 255,
-                     max_decoded: int = 500) -> None:
+                     max_decoded: int = 500, min_side: int = 32) -> None:
     """Check segmentation label maps against their images before training.
 
     For every ``(image, label map)`` pair, from the file headers: the label
@@ -354,7 +359,8 @@ def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
     label is refused: labels are class indices). For up to ``max_decoded``
     label maps, spread over the set, the values must be class indices:
     ``0 .. num_classes - 1`` (``0 .. num_classes`` with
-    ``reduce_zero_label``) or ``ignore_index``.
+    ``reduce_zero_label``) or ``ignore_index``. Images smaller than
+    ``min_side`` pixels a side are refused too.
 
     Raises:
         BadAnnotationError: Naming the first files of each problem.
@@ -378,6 +384,13 @@ def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
                     values = np.unique(np.asarray(seg))
         except (OSError, ValueError) as err:
             problems.setdefault('unreadable files', []).append(f'{seg_path} ({err})')
+            continue
+        if min(size) < min_side:
+            problems.setdefault(
+                f'images smaller than {min_side} px a side (the backbone '
+                f'downsamples by 32: nothing of such an image survives to its '
+                f'last stage, and batch norm fails on 1x1 features)',
+                []).append(f'{img_path} {size[0]}x{size[1]}')
             continue
         if mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'LA'):
             problems.setdefault('colour label maps (labels must be one '
@@ -416,6 +429,7 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
     """
     import logging
     from mmengine.logging import print_log
+    ANNOTATIONS_CHECKED[0] = True
     for split in splits:
         loader = _get(cfg, f'{split}_dataloader')
         if loader is None:
