@@ -331,6 +331,15 @@ def test_find_resumable_checkpoint_says_why(tmp_path):
     (tmp_path / 'iter_8.pth').write_bytes(b'')
     chosen, why = find_resumable_checkpoint(str(tmp_path))
     assert chosen is None and 'iter_8.pth is empty' in why
+    # last_checkpoint behind a newer complete file (killed between the two)
+    for step in (2, 4):
+        torch.save({'meta': {'iter': step}}, tmp_path / f'iter_{step}.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    chosen, why = find_resumable_checkpoint(str(tmp_path))
+    assert chosen == str(tmp_path / 'iter_4.pth') and 'is newer' in why
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    assert find_resumable_checkpoint(str(tmp_path)) == (
+        str(tmp_path / 'iter_4.pth'), f'{tmp_path / "last_checkpoint"} names it')
 
 
 def test_a_live_run_holds_its_work_dir(tmp_path, capsys):
@@ -363,6 +372,8 @@ def test_tools_refuse_a_work_dir_a_live_run_holds(demo_root, tmp_path):
     assert rc == 2, out[-3000:]
     assert f'in use by another training run (pid {sleeper.pid}' in out
     assert 'Traceback' not in out
+    # refused before the Runner wrote anything there (logs, config dump)
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
 
 
 def test_stock_train_tool_saves_safely_and_resumes_without_last_checkpoint(
@@ -424,6 +435,21 @@ def test_nonfinite_weights_do_not_load_without_the_opt_out(tmp_path):
                    allow_partial_checkpoint=True).train()
     toy_runner(tmp_path / 'b', load_from=str(path), nan_from=None,
                allow_partial_checkpoint=True, allow_nonfinite_weights=True)
+
+
+def test_convert_refuses_nonfinite_weights_and_its_own_input(tmp_path):
+    from _helpers import load_tool
+    convert = load_tool('convert_checkpoint').main
+    state = {k: v.clone() for k, v in mmvit3.ViT3(arch=dict(
+        embed_dims=[32, 32, 32, 32], depths=[1, 1, 1, 1])).state_dict().items()}
+    state['layers.0.blocks.0.norm1.weight'][0] = float('inf')
+    src = tmp_path / 'diverged.pth'
+    torch.save({'state_dict': state}, src)
+    assert convert([str(src), str(tmp_path / 'out.pth')]) == 2
+    assert not (tmp_path / 'out.pth').exists()
+    assert convert([str(src), str(tmp_path / 'out.pth'), '--allow-nonfinite']) == 0
+    assert convert([str(src), str(src), '--overwrite']) == 2
+    assert torch.load(src, weights_only=True)['state_dict'].keys() == state.keys()
 
 
 def test_a_diverging_tool_run_exits_non_zero(demo_root, tmp_path):

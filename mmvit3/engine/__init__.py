@@ -6,7 +6,7 @@ their parent registry) by :func:`mmvit3.registration.register_hooks`."""
 from .checkpointing import (SafeCheckpointHook, atomic_write_text,
                             checkpoint_problem, find_resumable_checkpoint)
 from .hooks import (LOCK_NAME, CheckpointSafetyHook, DataCheckHook,
-                    NonFiniteLossError,
+                    NonFiniteLossError, hold_work_dir, release_work_dir,
                     NonFiniteLossHook, WorkDirBusyError, WorkDirLockHook)
 
 #: The hooks tools/train.py and tools/test.py give a run (they check the data
@@ -25,5 +25,5 @@ __all__ = [
     'SafeCheckpointHook', 'atomic_write_text', 'checkpoint_problem',
     'find_resumable_checkpoint', 'LOCK_NAME', 'CheckpointSafetyHook',
     'NonFiniteLossError', 'NonFiniteLossHook', 'WorkDirBusyError',
-    'WorkDirLockHook', 'DataCheckHook', 'RUN_HOOKS', 'HOOK_CLASSES'
+    'WorkDirLockHook', 'DataCheckHook', 'hold_work_dir', 'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES'
 ]

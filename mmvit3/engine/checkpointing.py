@@ -89,6 +89,15 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
         else:
             problem = checkpoint_problem(named)
             if problem is None:
+                match = _STEP.match(osp.basename(named))
+                step = int(match.group(1)) if match else None
+                for other_step, _, path in (_candidates(work_dir)
+                                            if step is not None else []):
+                    if other_step > step and checkpoint_problem(path) is None:
+                        return path, (f'{pointer} names {named}, but {path} '
+                                      f'is newer and readable (the run ended '
+                                      f'between saving it and updating '
+                                      f'{pointer})')
                 return named, f'{pointer} names it'
             why = f'{pointer} names {named}, which {problem}'
     else:

@@ -127,70 +127,94 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: The lock this process holds (path), released at exit.
+_HELD = {}
+
+
+def hold_work_dir(work_dir: str) -> str:
+    """Take ``WORK_DIR/.mmvit3_train.lock`` for this process (pid, host,
+    start time), creating the folder; a lock of a process that is gone is
+    taken over with a message. Idempotent; released at exit or by
+    :func:`release_work_dir`; the lock's path.
+
+    Raises:
+        WorkDirBusyError: A live process (or one on another host) holds it.
+    """
+    path = osp.abspath(osp.join(work_dir, LOCK_NAME))
+    if path in _HELD:
+        return path
+    os.makedirs(work_dir, exist_ok=True)
+    host = socket.gethostname()
+    mine = f'{os.getpid()} {host} {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    parts = f.read().split()
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            pid = int(parts[0]) if parts and parts[0].isdigit() else -1
+            other_host = parts[1] if len(parts) > 1 else host
+            started = ' '.join(parts[2:4]) or 'at an unknown time'
+            if pid == os.getpid() and other_host == host:
+                break
+            if other_host != host or (pid > 0 and _alive(pid)):
+                where = f'pid {pid}' + (f' on {other_host}' if other_host != host else '')
+                raise WorkDirBusyError(
+                    f'The work dir {work_dir} is in use by another training '
+                    f'run ({where}, started {started}): two runs there would '
+                    f'overwrite each other\'s checkpoints. Use another '
+                    f'--work-dir, or wait for that run to end. If no such run '
+                    f'is alive, delete {path}.')
+            print_log(f'Taking over the lock {path} of a run that is gone '
+                      f'(pid {pid}, started {started}).', logger='current',
+                      level=logging.WARNING)
+            os.remove(path)
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(mine)
+        break
+    _HELD[path] = True
+    if len(_HELD) == 1:
+        atexit.register(release_work_dir)
+    return path
+
+
+def release_work_dir(path: Optional[str] = None) -> None:
+    """Remove the lock ``path`` (default: every lock) this process holds."""
+    for held in [path] if path else list(_HELD):
+        if _HELD.pop(held, None) is None:
+            continue
+        try:
+            with open(held) as f:
+                parts = f.read().split()
+            if parts and parts[0] == str(os.getpid()):
+                os.remove(held)
+        except OSError:
+            pass
+
+
 class WorkDirLockHook(Hook):
     """Refuse a second training run on a work dir that a live run holds,
-    instead of letting both write the same checkpoints: training takes the
-    lock file ``WORK_DIR/.mmvit3_train.lock`` (pid and host) and removes it
-    when the run ends; a lock left by a process that is gone (killed) is
-    taken over, with a message. Main process only."""
+    instead of letting both write the same checkpoints
+    (:func:`hold_work_dir` before training, released when the run ends).
+    ``tools/train.py`` takes the lock before the Runner is built, so that
+    not even the config dump of a live run is replaced. Main process only."""
     priority = 'VERY_HIGH'
 
     def __init__(self) -> None:
         self._path: Optional[str] = None
 
     def before_train(self, runner) -> None:
-        if not is_main_process():
-            return
-        path = osp.join(runner.work_dir, LOCK_NAME)
-        host = socket.gethostname()
-        mine = f'{os.getpid()} {host} {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    with open(path) as f:
-                        parts = f.read().split()
-                except FileNotFoundError:
-                    continue  # released meanwhile: try again
-                pid = int(parts[0]) if parts and parts[0].isdigit() else -1
-                other_host = parts[1] if len(parts) > 1 else host
-                started = ' '.join(parts[2:4])
-                if pid == os.getpid():
-                    break
-                if other_host != host or (pid > 0 and _alive(pid)):
-                    where = f'pid {pid}' + (f' on {other_host}' if other_host != host else '')
-                    raise WorkDirBusyError(
-                        f'The work dir {runner.work_dir} is in use by another '
-                        f'training run ({where}, started {started}): two runs '
-                        f'there would overwrite each other\'s checkpoints. Use '
-                        f'another --work-dir, or wait for that run to end. If '
-                        f'no such run is alive, delete {path}.')
-                print_log(f'Taking over the lock {path} of a run that is gone '
-                          f'(pid {pid}, started {started}).', logger='current',
-                          level=logging.WARNING)
-                os.remove(path)
-                continue
-            with os.fdopen(fd, 'w') as f:
-                f.write(mine)
-            break
-        self._path = path
-        atexit.register(self._release)
-
-    def _release(self) -> None:
-        path, self._path = self._path, None
-        if not path:
-            return
-        try:
-            with open(path) as f:
-                parts = f.read().split()
-            if parts and parts[0] == str(os.getpid()):
-                os.remove(path)
-        except OSError:
-            pass
+        if is_main_process():
+            self._path = hold_work_dir(runner.work_dir)
 
     def after_run(self, runner) -> None:
-        self._release()
+        if self._path:
+            release_work_dir(self._path)
+            self._path = None
 
 
 class NonFiniteLossError(FloatingPointError):

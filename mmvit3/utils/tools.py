@@ -25,7 +25,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ..datasets import use_checked_image_loading
-from ..engine import (RUN_HOOKS, NonFiniteLossError, WorkDirBusyError)
+from ..engine import (RUN_HOOKS, NonFiniteLossError, WorkDirBusyError,
+                      hold_work_dir)
 from ..models.checkpoint import CheckpointMismatchError
 from ..registration import SCOPES
 from ..safe_load import (TOOLS_HINT, CorruptCheckpointError,
@@ -399,6 +400,8 @@ def run_runner(cfg: Config,
     try:
         if mode == 'train':
             check_amp(cfg)
+            if int(os.environ.get('RANK', 0)) == 0:
+                hold_work_dir(cfg.work_dir)  # before the Runner writes there
         with explain_unknown_types(cfg), \
                 trust_checkpoints(wants_trust(args, cfg)), \
                 allow_nonfinite_weights(cfg.get('allow_nonfinite_weights', False)):
