@@ -376,6 +376,9 @@ def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
         try:
             with Image.open(img_path) as img:
                 size = img.size
+        except (OSError, ValueError):
+            size = None  # a bad image: the checked image loader names it
+        try:
             with Image.open(seg_path) as seg:
                 seg_size, mode = seg.size, seg.mode
                 values = None
@@ -385,7 +388,7 @@ def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
         except (OSError, ValueError) as err:
             problems.setdefault('unreadable files', []).append(f'{seg_path} ({err})')
             continue
-        if min(size) < min_side:
+        if size is not None and min(size) < min_side:
             problems.setdefault(
                 f'images smaller than {min_side} px a side (the backbone '
                 f'downsamples by 32: nothing of such an image survives to its '
@@ -397,7 +400,7 @@ def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
                                 'channel of class indices, e.g. a palette '
                                 'or greyscale PNG)', []).append(f'{seg_path} ({mode})')
             continue
-        if seg_size != size:
+        if size is not None and seg_size != size:
             problems.setdefault('label maps of another size than their image',
                                 []).append(f'{seg_path} {seg_size[0]}x{seg_size[1]}, '
                                            f'image {size[0]}x{size[1]}')
