@@ -514,6 +514,14 @@ def test_head_layouts_must_fit_for_evaluation():
     check_model_checkpoint(model(3), ckpt(model(5)), strict=False)
     with pytest.raises(CheckpointMismatchError, match='no weights for auxiliary_head'):
         check_model_checkpoint(model(3), ckpt(model(3, aux=False)))
+    # a whole part the test config leaves out is harmless; an unknown entry
+    # inside one of its parts is another layout
+    check_model_checkpoint(model(3, aux=False), ckpt(model(3)), strict=True)
+    extra = ckpt(model(3))
+    extra['state_dict']['decode_head.extra'] = torch.zeros(1)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'1 entries the model lacks: decode_head\.extra'):
+        check_model_checkpoint(model(3), extra, strict=True)
 
 
 # --------------------------------------------------------------------------

@@ -13,6 +13,6 @@ custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='CheckpointSafetyHook'),
     dict(type='WorkDirLockHook'),
-    dict(type='NonFiniteLossHook', patience=1),
+    dict(type='NonFiniteLossHook'),  # patience: 1, or 10 with AMP
     dict(type='DataCheckHook'),
 ]

@@ -227,16 +227,27 @@ class NonFiniteLossHook(Hook):
     hook, so no checkpoint of that iteration is written).
 
     Args:
-        patience (int): Consecutive non-finite iterations tolerated before
-            stopping; 1 stops at the first. Defaults to 1.
+        patience (int, optional): Consecutive non-finite iterations before
+            stopping; 1 stops at the first. Defaults to 1, or to
+            :attr:`AMP_PATIENCE` with mixed precision (``AmpOptimWrapper``),
+            whose loss scaler skips the steps of an overflow and lowers the
+            scale, so that a few in a row are no divergence.
     """
     priority = 'VERY_HIGH'
+    AMP_PATIENCE = 10
 
-    def __init__(self, patience: int = 1) -> None:
-        if int(patience) < 1:
+    def __init__(self, patience: Optional[int] = None) -> None:
+        if patience is not None and int(patience) < 1:
             raise ValueError(f'NonFiniteLossHook: patience must be >= 1, got {patience!r}')
-        self.patience = int(patience)
+        self._given = None if patience is None else int(patience)
+        self.patience = self._given or 1
         self._count = 0
+
+    def before_train(self, runner) -> None:
+        if self._given is None:
+            from mmengine.optim import AmpOptimWrapper
+            amp = isinstance(getattr(runner, 'optim_wrapper', None), AmpOptimWrapper)
+            self.patience = self.AMP_PATIENCE if amp else 1
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
