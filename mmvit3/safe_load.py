@@ -119,6 +119,10 @@ class CorruptCheckpointError(RuntimeError):
         self.source = source or path
 
 
+class CheckpointDownloadError(OSError):
+    """A checkpoint URL could not be downloaded (the message names it)."""
+
+
 class NonFiniteCheckpointError(ValueError):
     """A checkpoint's weights hold NaN or Inf values."""
 
@@ -274,12 +278,17 @@ def load_checkpoint_file(filename: str,
 # --------------------------------------------------------------------------
 # the opt-in sentence of the tool in use
 
-_DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to '
-                 'tools/train.py or tools/test.py (or set trust_checkpoint = '
-                 'True in the config).')
+#: The opt-in of the project's tools/train.py and tools/test.py.
+TOOLS_HINT = ('If you trust this file, pass --trust-checkpoint to '
+              'tools/train.py or tools/test.py (or set trust_checkpoint = '
+              'True in the config).')
+_DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to mmvit3\'s '
+                 'tools/train.py or tools/test.py; with other tools, set '
+                 'trust_checkpoint = True in a config whose custom_hooks have '
+                 'mmvit3\'s CheckpointSafetyHook (configs inheriting '
+                 'configs/_base_/mmvit3_runtime.py do).')
 #: What refusals say: set by the tool (or hook) that knows how its user opts in.
 _HINT = {'text': _DEFAULT_HINT, 'set': False}
-TOOLS_HINT = _DEFAULT_HINT
 CONFIG_HINT = ('If you trust this file, set trust_checkpoint = True in the '
                'config (e.g. --cfg-options trust_checkpoint=True; it takes '
                'effect through mmvit3\'s CheckpointSafetyHook, which '
@@ -393,7 +402,11 @@ def download_checkpoint(url: str, model_dir: Optional[str] = None) -> str:
     def fetch() -> None:
         if not os.path.isfile(path):
             print_log(f'Downloading {url} to {path}', logger='current')
-            download_url_to_file(url, path, progress=False)
+            try:
+                download_url_to_file(url, path, progress=False)
+            except OSError as err:  # URLError / HTTPError are OSErrors
+                raise CheckpointDownloadError(
+                    f'Could not download the checkpoint {url}: {err}') from None
 
     rank, world_size = get_dist_info()
     if rank == 0:

@@ -129,6 +129,11 @@ def test_every_scheme_loads_weights_only(hostile, tmp_path, monkeypatch):
     with pytest.raises(UnsafeCheckpointError, match=re.escape(url)):
         ckpt.load_checkpoint(nn.Linear(2, 2), url)
     assert not marker.exists()
+    # a URL that does not answer with a file is named
+    from mmvit3.safe_load import CheckpointDownloadError
+    missing = url.rsplit('/', 1)[0] + '/missing.pth'
+    with pytest.raises(CheckpointDownloadError, match=re.escape(missing) + '.*404'):
+        CheckpointLoader.load_checkpoint(missing)
     # the opt-in is the same as for local files
     with trust_checkpoints():
         CheckpointLoader.load_checkpoint(url)

@@ -29,7 +29,8 @@ from ..engine import (RUN_HOOKS, NonFiniteLossError, WorkDirBusyError,
                       hold_work_dir)
 from ..models.checkpoint import CheckpointMismatchError
 from ..registration import SCOPES
-from ..safe_load import (TOOLS_HINT, CorruptCheckpointError,
+from ..safe_load import (TOOLS_HINT, CheckpointDownloadError,
+                         CorruptCheckpointError,
                          NonFiniteCheckpointError, UnsafeCheckpointError,
                          allow_nonfinite_weights, set_opt_in_hint,
                          trust_checkpoints)
@@ -410,7 +411,7 @@ def run_runner(cfg: Config,
                 prepare(runner)
             getattr(runner, mode)()
     except (UnsafeCheckpointError, CorruptCheckpointError,
-            NonFiniteCheckpointError, AmpUnavailableError,
+            CheckpointDownloadError, NonFiniteCheckpointError, AmpUnavailableError,
             CheckpointMismatchError, WorkDirBusyError) as err:
         print(err, file=sys.stderr)
         return 2
