@@ -13,7 +13,6 @@ data set, each stopping before or right after its first step.
 import functools
 import http.server
 import json
-import logging
 import os
 import re
 import subprocess
@@ -173,13 +172,11 @@ def test_stock_tools_refuse_a_hostile_url_and_take_the_config_opt_in(
     assert not marker.exists()
 
     # a note (harmless object) in a real segmentor checkpoint
-    from _helpers import build, demo_cfg, demo_model
-    cfg = demo_cfg(SEG_CFG)
-    model = demo_model(cfg)
+    from _helpers import demo_cfg, demo_model
+    model = demo_model(demo_cfg(SEG_CFG))
     root, base = server
     torch.save({'state_dict': model.state_dict(),
                 'meta': {'note': TrainingNote('mine')}}, root / 'note.pth')
-    del build
     rc, out = run(test_py, SEG_CFG, f'{base}/note.pth', '--work-dir',
                   tmp_path / 'b',
                   *seg_options(demo_root, 'trust_checkpoint=True'), env=env)
