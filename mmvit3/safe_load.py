@@ -119,6 +119,10 @@ class CorruptCheckpointError(RuntimeError):
         self.source = source or path
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint file at the path given."""
+
+
 class CheckpointDownloadError(OSError):
     """A checkpoint URL could not be downloaded (the message names it)."""
 
@@ -223,7 +227,10 @@ def load_checkpoint_file(filename: str,
     if '://' not in filename:
         filename = os.path.expanduser(filename)
     if '://' not in filename and not os.path.isfile(filename):
-        raise FileNotFoundError(f'Checkpoint file not found: {filename!r}')
+        if os.path.isdir(filename):
+            raise CheckpointNotFoundError(
+                f'Checkpoint {filename!r} is a directory, not a checkpoint file')
+        raise CheckpointNotFoundError(f'Checkpoint file not found: {filename!r}')
     source = source or filename
     with get_local_path(filename) as local_path:
         if trusted or _TRUST_ALL:

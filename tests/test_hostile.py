@@ -526,6 +526,28 @@ def test_head_layouts_must_fit_for_evaluation():
         check_model_checkpoint(model(3), extra, strict=True)
 
 
+def test_a_checkpoint_that_would_load_nothing_is_refused(tmp_path):
+    """What mmengine would only warn about before evaluating the initial
+    weights: no dict, no weights, or none of this model's."""
+    from mmvit3.models.checkpoint import check_has_weights
+    model = nn.Module()
+    model.backbone = nn.Linear(2, 2)
+    model.decode_head = nn.Linear(2, 2)
+    check_has_weights(model, {'state_dict': model.state_dict()})
+    for checkpoint, match in (
+            (torch.zeros(3), 'holds a Tensor, not a checkpoint'),
+            ({'meta': {'iter': 3}, 'note': 'x'}, r"holds no weights \(its entries: meta, note\)"),
+            ({'state_dict': {'fc.weight': torch.zeros(2)}},
+             r'None of the checkpoint.s 1 weights belongs to this model.*fc\.weight')):
+        with pytest.raises(CheckpointMismatchError, match=match):
+            check_has_weights(model, checkpoint)
+    # through a Runner: refused before anything loads
+    path = tmp_path / 'empty.pth'
+    torch.save({'meta': {}}, path)
+    with pytest.raises(CheckpointMismatchError, match=rf'{path}: The checkpoint holds no weights'):
+        toy_runner(tmp_path / 'w', load_from=str(path)).train()
+
+
 # --------------------------------------------------------------------------
 # 6. annotations
 

@@ -29,7 +29,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop
 
-from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
+from ..models.checkpoint import (CheckpointMismatchError, check_has_weights,
+                                 check_model_checkpoint)
 from .. import safe_load
 from .checkpointing import SafeCheckpointHook, find_resumable_checkpoint
 
@@ -102,7 +103,9 @@ class CheckpointSafetyHook(Hook):
             return
         strict = not (_training(runner) and not runner._resume)
         try:
-            check_model_checkpoint(unwrapped_model(runner), checkpoint, strict)
+            model = unwrapped_model(runner)
+            check_has_weights(model, checkpoint)
+            check_model_checkpoint(model, checkpoint, strict)
         except CheckpointMismatchError as err:
             source = runner._load_from or 'the checkpoint to resume from'
             raise CheckpointMismatchError(

@@ -294,6 +294,40 @@ def check_whole_model_fit(model: nn.Module, checkpoint: Any,
             '. Evaluate it with the config it was trained with.')
 
 
+def check_has_weights(model: nn.Module, checkpoint: Any) -> None:
+    """Refuse a checkpoint that would load nothing into ``model``: no dict,
+    no tensors, or none under the model's parts (mmengine would only warn
+    and go on with the initial weights).
+
+    Raises:
+        CheckpointMismatchError: Saying what the file holds instead.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointMismatchError(
+            f'The file holds a {type(checkpoint).__name__}, not a checkpoint '
+            f'(a dict with a "state_dict" of weights)')
+    state_dict = checkpoint
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), Mapping):
+            state_dict = checkpoint[key]
+            break
+    state = _unwrapped_tensors(state_dict)
+    if not state:
+        raise CheckpointMismatchError(
+            f'The checkpoint holds no weights (its entries: '
+            f'{_names(sorted(map(str, checkpoint)))})')
+    ours = _modules_of(k for k in model.state_dict())
+    if not set(ours) & set(_modules_of(state)):
+        if infer_arch(state) is not None:
+            return  # a ViT3 backbone alone: check_model_checkpoint says where it goes
+        raise CheckpointMismatchError(
+            f'None of the checkpoint\'s {len(state)} weights belongs to this '
+            f'model (its entries: {_names(sorted(state))}; the model\'s parts: '
+            f'{", ".join(ours)}): nothing would be loaded. For a backbone '
+            f"alone use model.backbone.init_cfg=dict(type='Pretrained', "
+            f'checkpoint=...).')
+
+
 def check_model_checkpoint(model: nn.Module, checkpoint: Any,
                            strict: bool = False) -> None:
     """Refuse a whole-model checkpoint (mmengine's ``load_from`` or

@@ -433,6 +433,7 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
     import logging
     from mmengine.logging import print_log
     ANNOTATIONS_CHECKED[0] = True
+    checked = set()
     for split in splits:
         loader = _get(cfg, f'{split}_dataloader')
         if loader is None:
@@ -449,9 +450,15 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
                 for line in check_coco_file(path, classes, filter_cfg):
                     print_log(f'[{key}] {line}', logger=logger,
                               level=logging.WARNING)
+                checked.add(osp.normpath(path))
             elif _get(cfg, 'default_scope') == 'mmseg' and \
                     _get(_get(ds, 'data_prefix') or {}, 'seg_map_path'):
                 check_dataset_labels(cfg, ds)
+    # the evaluators' COCO files (CocoMetric reads its own ann_file)
+    for key, path in dataset_paths(cfg, splits):
+        if '_evaluator' in key and path.endswith('.json') and \
+                osp.normpath(path) not in checked and osp.isfile(path):
+            check_coco_file(path)
 
 
 def check_dataset_labels(cfg: Any, ds_cfg: Any) -> None:

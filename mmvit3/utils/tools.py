@@ -30,7 +30,7 @@ from ..engine import (RUN_HOOKS, NonFiniteLossError, WorkDirBusyError,
 from ..models.checkpoint import CheckpointMismatchError
 from ..registration import SCOPES
 from ..safe_load import (TOOLS_HINT, CheckpointDownloadError,
-                         CorruptCheckpointError,
+                         CheckpointNotFoundError, CorruptCheckpointError,
                          NonFiniteCheckpointError, UnsafeCheckpointError,
                          allow_nonfinite_weights, set_opt_in_hint,
                          trust_checkpoints)
@@ -411,7 +411,8 @@ def run_runner(cfg: Config,
                 prepare(runner)
             getattr(runner, mode)()
     except (UnsafeCheckpointError, CorruptCheckpointError,
-            CheckpointDownloadError, NonFiniteCheckpointError, AmpUnavailableError,
+            CheckpointDownloadError, CheckpointNotFoundError,
+            NonFiniteCheckpointError, AmpUnavailableError,
             CheckpointMismatchError, WorkDirBusyError) as err:
         print(err, file=sys.stderr)
         return 2
