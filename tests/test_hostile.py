@@ -27,7 +27,9 @@ import torch.nn as nn
 from _helpers import (DET_CFG, ROOT, SEG_CFG, TIMEOUT, Explosive,
                       TrainingNote, det_data_overrides, loader_overrides,
                       seg_data_overrides, tool_env)
+from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
+from mmengine.registry import METRICS
 from mmengine.runner import CheckpointLoader, Runner
 
 import mmvit3  # noqa: F401  (the safe loaders and hooks)
@@ -252,24 +254,29 @@ class Toy(BaseModel):
 
 
 def toy_runner(work_dir, nan_from=None, max_iters=6, resume=False,
-               load_from=None, max_keep_ckpts=1, patience=1, **cfg):
+               load_from=None, max_keep_ckpts=1, patience=1, save_best=None,
+               **cfg):
     data = []
     for i in range(max_iters):
         label = float('nan') if nan_from is not None and i + 1 >= nan_from else 1.0
         data.append(dict(inputs=torch.full((2, ), float(i % 3)),
                          labels=torch.tensor([label])))
     toy_runner.count = getattr(toy_runner, 'count', 0) + 1
+    loader = dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
+                  batch_size=1, collate_fn=dict(type='default_collate'))
+    val = dict(val_dataloader=loader, val_cfg=dict(),
+               val_evaluator=dict(type='ToyMetric')) if save_best else {}
+    best = dict(save_best=save_best, rule='greater') if save_best else {}
     return Runner(
+        **val,
         model=Toy(), work_dir=str(work_dir),
         experiment_name=f'toy{toy_runner.count}_{Path(work_dir).name}',
-        train_dataloader=dict(
-            dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
-            batch_size=1, collate_fn=dict(type='default_collate')),
+        train_dataloader=loader,
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=2),
         default_hooks=dict(checkpoint=dict(
             type='CheckpointHook', by_epoch=False, interval=2,
-            max_keep_ckpts=max_keep_ckpts)),
+            max_keep_ckpts=max_keep_ckpts, **best)),
         custom_hooks=[dict(type='CheckpointSafetyHook'),
                       dict(type='WorkDirLockHook'),
                       dict(type='NonFiniteLossHook', patience=patience)],
@@ -293,7 +300,8 @@ def test_a_failed_save_loses_no_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='No space'):
         toy_runner(tmp_path).train()
     assert (tmp_path / 'iter_2.pth').is_file()
-    assert not (tmp_path / 'iter_4.pth').exists()  # only a .tmp, never the name
+    assert not (tmp_path / 'iter_4.pth').exists()  # never the final name
+    assert not list(tmp_path.glob('*.tmp'))  # and the partial file is gone
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
     CheckpointLoader.load_checkpoint(str(tmp_path / 'iter_2.pth'))
     # and a normal run rotates only after writing
@@ -301,6 +309,38 @@ def test_a_failed_save_loses_no_checkpoint(tmp_path, monkeypatch):
     toy_runner(tmp_path / 'ok').train()
     assert sorted(p.name for p in (tmp_path / 'ok').glob('*.pth')) == ['iter_6.pth']
     assert not list((tmp_path / 'ok').glob('*.tmp'))
+
+
+class ToyMetric(BaseMetric):
+    """Better at every evaluation: each one makes a new best checkpoint."""
+    calls = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(0)
+
+    def compute_metrics(self, results):
+        ToyMetric.calls += 1
+        return {'score': float(ToyMetric.calls)}
+
+
+METRICS.register_module(name='ToyMetric', module=ToyMetric, force=True)
+
+
+def test_a_failed_save_keeps_the_previous_best_checkpoint(tmp_path, monkeypatch):
+    from mmengine.fileio import LocalBackend
+    put = LocalBackend.put
+
+    def full_disk(self, obj, filepath):
+        if 'best_score_iter_4' in str(filepath):
+            raise OSError(28, 'No space left on device')
+        return put(self, obj, filepath)
+
+    monkeypatch.setattr(LocalBackend, 'put', full_disk)
+    runner = toy_runner(tmp_path, max_iters=6, save_best='score')
+    with pytest.raises(OSError, match='No space'):
+        runner.train()
+    assert (tmp_path / 'best_score_iter_2.pth').is_file()
+    CheckpointLoader.load_checkpoint(str(tmp_path / 'best_score_iter_2.pth'))
 
 
 @pytest.mark.parametrize('pointer', ['missing', 'empty', 'stale', 'truncated'])

@@ -116,12 +116,30 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
         f' ({"; ".join(skipped)})' if skipped else '')
 
 
+class _DeferredRemoval:
+    """A file backend whose ``remove`` / ``rmtree`` only note the path."""
+
+    def __init__(self, backend, deferred: list) -> None:
+        self._backend = backend
+        self._deferred = deferred
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def remove(self, path) -> None:
+        self._deferred.append(('remove', path))
+
+    def rmtree(self, path) -> None:
+        self._deferred.append(('rmtree', path))
+
+
 class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` (same arguments) that loses nothing:
     write to a temporary file, rename it into place, then delete the
     checkpoints beyond ``max_keep_ckpts`` and rewrite ``last_checkpoint``;
-    weights holding NaN / Inf are not saved (an error is logged, and the
-    finite checkpoints are kept).
+    with ``save_best``, the previous best checkpoint is removed only after
+    the new one is written; weights holding NaN / Inf are not saved (an
+    error is logged, and the finite checkpoints are kept).
 
     Local work dirs only; with another storage backend it behaves as
     mmengine's hook.
@@ -130,6 +148,23 @@ class SafeCheckpointHook(CheckpointHook):
     def _local(self) -> bool:
         from mmengine.fileio import LocalBackend
         return isinstance(getattr(self, 'file_backend', None), LocalBackend)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's, with the previous best checkpoint removed only after
+        the new one is written."""
+        if not self._local():
+            return super()._save_best_checkpoint(runner, metrics)
+        real, deferred = self.file_backend, []
+        self.file_backend = _DeferredRemoval(real, deferred)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = real
+        current = {getattr(self, 'best_ckpt_path', None),
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for kind, path in deferred:
+            if path not in current:
+                getattr(real, kind)(path)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not self._local():
@@ -148,21 +183,26 @@ class SafeCheckpointHook(CheckpointHook):
             return
         final = osp.join(self.out_dir, ckpt_filename)
         tmp_name = f'{ckpt_filename}{TMP_SUFFIX}'
-        runner.save_checkpoint(
-            self.out_dir,
-            tmp_name,
-            self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta,
-            by_epoch=self.by_epoch,
-            backend_args=self.backend_args,
-            **self.args)
-        if not is_main_process():
-            return
         tmp = osp.join(self.out_dir, tmp_name)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+        try:
+            runner.save_checkpoint(
+                self.out_dir,
+                tmp_name,
+                self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta,
+                by_epoch=self.by_epoch,
+                backend_args=self.backend_args,
+                **self.args)
+            if not is_main_process():
+                return
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
+        except BaseException:  # full disk, Ctrl-C...: no partial file stays
+            if is_main_process() and osp.exists(tmp):
+                os.remove(tmp)
+            raise
         os.replace(tmp, final)  # complete: only now does it replace anything
         self.last_ckpt = final
         runner.message_hub.update_info('last_ckpt', final)
