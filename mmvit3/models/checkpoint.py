@@ -291,7 +291,7 @@ def check_whole_model_fit(model: nn.Module, checkpoint: Any,
         raise CheckpointMismatchError(
             'The checkpoint does not fit this model (another head layout, '
             'number of classes or arch?): ' + '; '.join(problems) +
-            '. Evaluate it with the config it was trained with.')
+            '. Use it with the config it was trained with.')
 
 
 def check_has_weights(model: nn.Module, checkpoint: Any) -> None:
