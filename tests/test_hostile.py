@@ -148,6 +148,9 @@ def test_tools_refuse_a_hostile_url(hostile, demo_root, tmp_path):
         'tools/test.py': run('tools/test.py', SEG_CFG, url, '--work-dir',
                              tmp_path / 'test', *seg_options(demo_root),
                              env=env),
+        'load_from=URL': run(
+            'tools/train.py', SEG_CFG, '--work-dir', tmp_path / 'load_from',
+            *seg_train_options(demo_root, f'load_from={url}'), env=env),
         'tools/train.py --resume URL': run(
             'tools/train.py', SEG_CFG, '--resume', url, '--work-dir',
             tmp_path / 'resume', *seg_train_options(demo_root), env=env),
