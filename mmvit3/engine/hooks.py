@@ -310,7 +310,8 @@ class DataCheckHook(Hook):
 
     def before_run(self, runner) -> None:
         from ..utils import data_check
-        if data_check.ANNOTATIONS_CHECKED[0]:
+        if data_check.ANNOTATIONS_CHECKED[0] or \
+                runner.cfg.get('check_annotations', True) is False:
             return
         for mode in ('train', 'val', 'test'):
             loop = getattr(runner, f'_{mode}_loop', None)
