@@ -621,6 +621,18 @@ def test_unusable_annotation_files_are_named(tmp_path, content, match):
     assert str(path) in str(err.value)
 
 
+def test_the_annotation_check_walks_the_config_and_can_be_turned_off(tmp_path):
+    from mmengine.config import Config
+
+    from mmvit3.utils.data_check import check_annotations
+    (tmp_path / 'val.json').write_text('{"images": ')
+    cfg = dict(default_scope='mmdet',
+               val_evaluator=dict(ann_file=str(tmp_path / 'val.json')))
+    with pytest.raises(BadAnnotationError, match=r'val\.json is not valid JSON'):
+        check_annotations(Config(cfg), ['val'])
+    check_annotations(Config(dict(cfg, check_annotations=False)), ['val'])
+
+
 def test_dropped_annotations_are_counted(tmp_path):
     anns = [
         {'id': 1, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 0, 5]},
