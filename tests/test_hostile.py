@@ -465,6 +465,26 @@ def test_nan_loss_stops_training_and_keeps_the_finite_checkpoint(tmp_path):
     assert sorted(p.name for p in (tmp_path / 'p1').glob('*.pth')) == ['iter_2.pth']
 
 
+def test_every_process_stops_at_the_same_iteration(tmp_path):
+    """Two processes, NaN in the second one's loss only: both stop at that
+    iteration (no process waits in the next gradient all-reduce)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={port}', str(ROOT / 'tests' / '_toy_dist_nan.py'),
+         str(tmp_path)], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for rank in (0, 1):
+        text = (tmp_path / f'rank{rank}.txt').read_text()
+        assert text.startswith('NonFiniteLossError: Training stopped at '
+                               'iteration 2'), (rank, text)
+    assert 'of another process' in (tmp_path / 'rank0.txt').read_text()
+
+
 def test_nonfinite_weights_do_not_load_without_the_opt_out(tmp_path):
     path = tmp_path / 'nan.pth'
     weight = torch.ones(3, 2)

@@ -23,7 +23,7 @@ import time
 from typing import Optional
 
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
@@ -263,6 +263,11 @@ class NonFiniteLossHook(Hook):
             value = float(v.detach().float().sum()) if isinstance(v, torch.Tensor) else float(v)
             if not math.isfinite(value):
                 bad[k] = value
+        if get_world_size() > 1:  # every process stops at the same iteration
+            flag = torch.tensor([float(bool(bad))])
+            all_reduce(flag, op='sum')
+            if float(flag) and not bad:
+                bad = {'loss (of another process)': float('nan')}
         if not bad:
             self._count = 0
             return
