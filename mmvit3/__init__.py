@@ -4,14 +4,16 @@ MMSegmentation.
 
 ``import mmvit3`` (or ``custom_imports=dict(imports=['mmvit3'])`` in a config)
 registers ``ViT3`` in the model registries of the installed libraries,
-``LoadImageFromFileChecked`` in their transform registries and
-``CheckedImageLoadingHook`` in their hook registries.
+``LoadImageFromFileChecked`` in their transform registries,
+``CheckedImageLoadingHook`` and mmvit3's run hooks (:mod:`mmvit3.engine`) in
+the hook registries, and a safe loader for every scheme of mmengine's
+``CheckpointLoader``.
 """
 from .models import ViT3, checkpoint_filter_fn, load_pretrained
 from .kernels import blocks as _fused_blocks  # noqa: F401  (registers the fused kernels)
-from .registration import (register_hooks, register_models,
-                           register_transforms)
-from .safe_load import (UnsafeCheckpointError, load_checkpoint_file,
+from .registration import register_hooks, register_models, register_transforms
+from .safe_load import (CorruptCheckpointError, NonFiniteCheckpointError,
+                        UnsafeCheckpointError, load_checkpoint_file,
                         register_checkpoint_loader, trust_checkpoints)
 from .version import __version__
 
@@ -22,7 +24,9 @@ register_checkpoint_loader()
 
 __all__ = [
     'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
-    'UnsafeCheckpointError', 'trust_checkpoints', 'register_models',
-    'register_transforms', 'register_hooks', 'REGISTERED_SCOPES',
+    'UnsafeCheckpointError', 'CorruptCheckpointError',
+    'NonFiniteCheckpointError', 'trust_checkpoints', 'register_models',
+    'register_hooks',
+    'register_transforms', 'REGISTERED_SCOPES',
     '__version__'
 ]

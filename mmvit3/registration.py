@@ -2,7 +2,7 @@
 """Puts the ViT3 backbone into the MMDetection and MMSegmentation model
 registries, the checked image loader into their transform registries and
 the hook that uses it into their hook registries, each only if that library
-is installed."""
+is installed; and mmvit3's run hooks into mmengine's root hook registry."""
 import importlib
 import importlib.util
 import logging
@@ -47,13 +47,29 @@ def register_models() -> List[str]:
     return _register('MODELS', 'ViT3', ViT3)
 
 
+def register_hooks() -> List[str]:
+    """Register :class:`~mmvit3.datasets.CheckedImageLoadingHook` in every
+    installed library's ``HOOKS``, and mmvit3's run hooks
+    (:mod:`mmvit3.engine`) in mmengine's root ``HOOKS``, where the mmdet /
+    mmseg scopes find them through their parent registry; returns the run
+    hooks' names. Idempotent."""
+    from mmengine.registry import HOOKS
+
+    _register('HOOKS', CHECKED_LOADING_HOOK, CheckedImageLoadingHook)
+
+    from .engine import HOOK_CLASSES
+    for name, cls in HOOK_CLASSES.items():
+        existing = HOOKS.module_dict.get(name)
+        if existing is None:
+            HOOKS.register_module(name=name, module=cls)
+        elif existing is not cls:
+            print_log(f'mmengine.registry.HOOKS already holds another {name!r} '
+                      f'({existing.__module__}); mmvit3 left it in place',
+                      logger='current', level=logging.WARNING)
+    return list(HOOK_CLASSES)
+
+
 def register_transforms() -> List[str]:
     """Register :class:`~mmvit3.datasets.LoadImageFromFileChecked` in every
     installed library's ``TRANSFORMS``; returns the scopes. Idempotent."""
     return _register('TRANSFORMS', CHECKED_LOADER, LoadImageFromFileChecked)
-
-
-def register_hooks() -> List[str]:
-    """Register :class:`~mmvit3.datasets.CheckedImageLoadingHook` in every
-    installed library's ``HOOKS``; returns the scopes. Idempotent."""
-    return _register('HOOKS', CHECKED_LOADING_HOOK, CheckedImageLoadingHook)

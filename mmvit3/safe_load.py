@@ -11,18 +11,26 @@ and numpy put in mmengine's own training checkpoints are allowed
 (``trusted=True``, or :func:`trust_checkpoints` from the tools' flag) is
 explicit and logged.
 
-``import mmvit3`` makes mmengine's ``CheckpointLoader`` read local files
-through :func:`load_checkpoint_file` (:func:`register_checkpoint_loader`).
+A file that is empty, cut short, damaged or no checkpoint at all is a
+:class:`CorruptCheckpointError` naming it (never a refusal that suggests the
+opt-in). ``import mmvit3`` makes every scheme of mmengine's
+``CheckpointLoader`` (local files, http(s) and the names mmengine resolves to
+URLs) read through :func:`load_checkpoint_file`, and refuse weights that hold
+NaN / Inf (:func:`register_checkpoint_loader`).
 """
+import difflib
 import inspect
 import logging
 import os
 import pickle
 import re
+import struct
+import zipfile
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from mmengine.dist import get_dist_info
 from mmengine.fileio import get_local_path
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
@@ -101,6 +109,28 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds pickled Python objects that safe loading refuses."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is empty, cut short, damaged or no checkpoint at
+    all. ``path`` is the file (``source`` the URL it came from, if any)."""
+
+    def __init__(self, message: str, path: str = '', source: str = ''):
+        super().__init__(message)
+        self.path = path
+        self.source = source or path
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint file at the path given."""
+
+
+class CheckpointDownloadError(OSError):
+    """A checkpoint URL could not be downloaded (the message names it)."""
+
+
+class NonFiniteCheckpointError(ValueError):
+    """A checkpoint's weights hold NaN or Inf values."""
+
+
 def unsafe_globals(filename: str, error: Optional[BaseException] = None) -> List[str]:
     """The classes and functions a checkpoint file would import when
     unpickled (read without unpickling)."""
@@ -110,10 +140,70 @@ def unsafe_globals(filename: str, error: Optional[BaseException] = None) -> List
         return re.findall(r'GLOBAL ([\w.]+)', str(error or ''))
 
 
+_ZIP_LOCAL = b'PK\x03\x04'
+_PICKLE_PROTO = 0x80
+
+
+def file_problem(path: str) -> Optional[str]:
+    """Why the local file ``path`` cannot be a PyTorch checkpoint, from its
+    bytes alone (None when it looks like one): empty, a zip archive cut
+    short, or the leading bytes of something else (HTML, JSON, text...)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'is empty (0 bytes): an interrupted download or save'
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    if head.startswith(_ZIP_LOCAL):
+        if not zipfile.is_zipfile(path):
+            return (f'is incomplete: a zip archive (the format of torch.save) '
+                    f'cut short at {size} bytes, without its closing directory '
+                    f'(an interrupted download, copy or save)')
+        return None
+    if head[0] == _PICKLE_PROTO:
+        return None  # the legacy (torch < 1.6) format: let torch read it
+    text = head.lstrip().lower()
+    if text.startswith((b'<!doctype', b'<html', b'<?xml')):
+        kind = 'an HTML/XML page (a web server\'s error or login page?)'
+    elif text.startswith((b'{', b'[')):
+        kind = 'JSON or other text'
+    elif head[:8].isascii() and all(32 <= c < 127 or c in b'\t\r\n' for c in head[:32]):
+        kind = 'text'
+    else:
+        kind = f'unknown data (first bytes {head[:8].hex(" ")})'
+    return (f'is not a PyTorch checkpoint: it holds {kind}, neither the zip '
+            f'archive of torch.save nor a pickle')
+
+
+def _corrupt(source: str, local_path: str, problem: str) -> CorruptCheckpointError:
+    where = (f'{source} (downloaded to {local_path}; delete that file to '
+             f'download it again)' if source != local_path and '://' in source
+             else source)
+    return CorruptCheckpointError(
+        f'Checkpoint {where} {problem}. Get the file again (or use another '
+        f'checkpoint).', path=local_path, source=source)
+
+
+def _torch_load(local_path: str, source: str, **kwargs) -> Any:
+    """``torch.load`` that names the file when its bytes are damaged."""
+    problem = file_problem(local_path)
+    if problem is not None:
+        raise _corrupt(source, local_path, problem)
+    try:
+        return torch.load(local_path, **kwargs)
+    except pickle.UnpicklingError:
+        raise
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
+            KeyError, IndexError, struct.error) as err:
+        raise _corrupt(source, local_path,
+                       f'is corrupt or incomplete ({type(err).__name__}: '
+                       f'{str(err).splitlines()[0] if str(err) else err!r})') from None
+
+
 def load_checkpoint_file(filename: str,
                          map_location: Any = 'cpu',
                          trusted: bool = False,
-                         opt_in_hint: Optional[str] = None) -> Any:
+                         opt_in_hint: Optional[str] = None,
+                         source: Optional[str] = None) -> Any:
     """Load a checkpoint file (a path or any URI mmengine's file backends
     read), refusing pickled Python objects unless ``trusted``.
 
@@ -123,68 +213,314 @@ def load_checkpoint_file(filename: str,
         trusted (bool): Unpickle everything (can run code from the file):
             only for files you trust. Defaults to False.
         opt_in_hint (str, optional): How the caller's user opts in, for the
-            error message. Defaults to a generic sentence.
+            error message. Defaults to the sentence for the tool in use
+            (:func:`set_opt_in_hint`).
+        source (str, optional): Where the file came from (a URL), for the
+            messages. Defaults to ``filename``.
 
     Raises:
         FileNotFoundError: No such file.
+        CorruptCheckpointError: The file is empty, cut short, damaged or no
+            checkpoint.
         UnsafeCheckpointError: The file pickles objects and ``trusted`` is off.
     """
     if '://' not in filename:
         filename = os.path.expanduser(filename)
     if '://' not in filename and not os.path.isfile(filename):
-        raise FileNotFoundError(f'Checkpoint file not found: {filename!r}')
+        if os.path.isdir(filename):
+            raise CheckpointNotFoundError(
+                f'Checkpoint {filename!r} is a directory, not a checkpoint file')
+        raise CheckpointNotFoundError(f'Checkpoint file not found: {filename!r}')
+    source = source or filename
     with get_local_path(filename) as local_path:
         if trusted or _TRUST_ALL:
             print_log(
-                f'Loading {filename} with full unpickling (trusted): only do '
+                f'Loading {source} with full unpickling (trusted): only do '
                 f'this for files you trust.', logger='current',
                 level=logging.WARNING)
             try:
-                return torch.load(local_path, map_location=map_location,
-                                  weights_only=False)
+                return _torch_load(local_path, source, map_location=map_location,
+                                   weights_only=False)
             except ModuleNotFoundError as err:
                 raise ModuleNotFoundError(
-                    f'{filename} pickles objects from the module {err.name!r}, '
+                    f'{source} pickles objects from the module {err.name!r}, '
                     f'which is not installed: install it (for the authors\' '
                     f'ImageNet checkpoints: pip install yacs) to unpickle this '
                     f'trusted file.') from err
+            except pickle.UnpicklingError as err:
+                raise _corrupt(source, local_path,
+                               f'is corrupt or no checkpoint ({err})') from None
         try:
             if hasattr(torch.serialization, 'safe_globals'):  # torch >= 2.5
                 with torch.serialization.safe_globals(mmengine_safe_globals()):
-                    return torch.load(local_path, map_location=map_location,
-                                      weights_only=True)
-            return torch.load(local_path, map_location=map_location,
-                              weights_only=True)
+                    return _torch_load(local_path, source,
+                                       map_location=map_location,
+                                       weights_only=True)
+            return _torch_load(local_path, source, map_location=map_location,
+                               weights_only=True)
+        except UnsafeCheckpointError:
+            raise
         except pickle.UnpicklingError as err:
             allowed = {g[1] if isinstance(g, tuple) else
                        f'{g.__module__}.{g.__qualname__}'
                        for g in mmengine_safe_globals()}
             found = [g for g in unsafe_globals(local_path, err) if g not in allowed]
+            if not found:  # no objects named: damaged bytes, not a refusal
+                found = re.search(r'Unpickler error:\s*(\S[^\n]*)', str(err))
+                detail = f': {found.group(1)}' if found else ''
+                raise _corrupt(source, local_path,
+                               f'is corrupt or incomplete (its pickled data '
+                               f'cannot be read{detail})') from None
             if not hasattr(torch.serialization, 'safe_globals'):
                 found.append('(torch < 2.5 cannot allow even mmengine\'s own '
                              'types: upgrade torch to load training checkpoints safely)')
-            hint = opt_in_hint or ('If you trust this file, load it with '
-                                   'trusted=True.')
+            hint = opt_in_hint or opt_in_sentence()
             raise UnsafeCheckpointError(
-                f'Refused to load {filename}: it holds pickled Python objects '
-                f'({", ".join(found) or "unknown types"}), and unpickling '
+                f'Refused to load {source}: it holds pickled Python objects '
+                f'({", ".join(found)}), and unpickling '
                 f'them could run code from the file. Nothing from it was run. '
                 f'{hint}') from None
 
 
-_DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to '
-                 'tools/train.py or tools/test.py (or set trust_checkpoint = '
-                 'True in the config).')
+# --------------------------------------------------------------------------
+# the opt-in sentence of the tool in use
+
+#: The opt-in of the project's tools/train.py and tools/test.py.
+TOOLS_HINT = ('If you trust this file, pass --trust-checkpoint to '
+              'tools/train.py or tools/test.py (or set trust_checkpoint = '
+              'True in the config).')
+_DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to mmvit3\'s '
+                 'tools/train.py or tools/test.py; with other tools, set '
+                 'trust_checkpoint = True in a config whose custom_hooks have '
+                 'mmvit3\'s CheckpointSafetyHook (configs inheriting '
+                 'configs/_base_/mmvit3_runtime.py do).')
+#: What refusals say: set by the tool (or hook) that knows how its user opts in.
+_HINT = {'text': _DEFAULT_HINT, 'set': False}
+CONFIG_HINT = ('If you trust this file, set trust_checkpoint = True in the '
+               'config (e.g. --cfg-options trust_checkpoint=True; it takes '
+               'effect through mmvit3\'s CheckpointSafetyHook, which '
+               'configs/_base_/mmvit3_runtime.py adds to custom_hooks).')
+
+
+def set_opt_in_hint(hint: Optional[str]) -> None:
+    """Make refusals name ``hint`` as the way to opt in (None: back to the
+    default sentence, which names the project's tools)."""
+    _HINT.update(text=hint or _DEFAULT_HINT, set=hint is not None)
+
+
+def opt_in_hint_set() -> bool:
+    """Whether a tool or hook has set the opt-in sentence."""
+    return _HINT['set']
+
+
+def opt_in_sentence() -> str:
+    """The opt-in sentence refusals carry in this process."""
+    return _HINT['text']
+
+
+# --------------------------------------------------------------------------
+# non-finite weights
+
+#: Set by :func:`allow_nonfinite_weights` (a config's
+#: ``allow_nonfinite_weights = True``).
+_ALLOW_NONFINITE = [False]
+NONFINITE_OPT_OUT = ('allow_nonfinite_weights = True in the config (e.g. '
+                     '--cfg-options allow_nonfinite_weights=True)')
+
+
+class allow_nonfinite_weights:  # noqa: N801  (used like a function)
+    """Load checkpoints with NaN / Inf weights without an error (the
+    checkpoint check :func:`check_finite_weights` is off); as a context
+    manager only for the block, like :class:`trust_checkpoints`."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._previous = _ALLOW_NONFINITE[0]
+        _ALLOW_NONFINITE[0] = bool(enabled)
+
+    def __enter__(self) -> 'allow_nonfinite_weights':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _ALLOW_NONFINITE[0] = self._previous
+
+
+def nonfinite_tensors(state: Any, limit: int = 8) -> Tuple[List[str], int]:
+    """The names of (up to ``limit``) floating-point tensors of a state dict
+    that hold NaN or Inf, with the count of their bad values; and how many
+    such tensors there are."""
+    bad: List[str] = []
+    count = 0
+    for name, value in (state.items() if hasattr(state, 'items') else []):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and value.numel() and not bool(torch.isfinite(value).all()):
+            count += 1
+            if len(bad) < limit:
+                n_nan = int(torch.isnan(value).sum())
+                n_inf = int(torch.isinf(value).sum())
+                bad.append(f'{name} ({n_nan} NaN, {n_inf} Inf of {value.numel()})')
+    return bad, count
+
+
+def check_finite_weights(checkpoint: Any, source: str) -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming the weights of
+    ``checkpoint`` (its ``state_dict`` / ``model`` / ``state_dict_ema``
+    entry, or the checkpoint itself) that hold NaN or Inf, unless
+    :func:`allow_nonfinite_weights` is on."""
+    if _ALLOW_NONFINITE[0] or not isinstance(checkpoint, dict):
+        return
+    states = [checkpoint[k] for k in ('state_dict', 'model', 'state_dict_ema')
+              if isinstance(checkpoint.get(k), dict)] or [checkpoint]
+    for state in states:
+        bad, count = nonfinite_tensors(state)
+        if count:
+            more = f' ... and {count - len(bad)} more' if count > len(bad) else ''
+            raise NonFiniteCheckpointError(
+                f'Checkpoint {source} holds non-finite weights in {count} '
+                f'tensors: {", ".join(bad)}{more}. It comes from a run that '
+                f'diverged: use an earlier checkpoint of that run. To load it '
+                f'anyway, set {NONFINITE_OPT_OUT}.')
+
+
+# --------------------------------------------------------------------------
+# mmengine's CheckpointLoader: every scheme through the safe loader
+
+
+def _checked(checkpoint: Any, source: str) -> Any:
+    check_finite_weights(checkpoint, source)
+    return checkpoint
 
 
 def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
-    return load_checkpoint_file(filename, map_location,
-                                opt_in_hint=_DEFAULT_HINT)
+    """mmengine's local loader, loading safely (``''`` prefix)."""
+    return _checked(load_checkpoint_file(filename, map_location), filename)
+
+
+def download_checkpoint(url: str, model_dir: Optional[str] = None) -> str:
+    """Download ``url`` into torch hub's checkpoint folder (as mmengine's
+    http loader does: a file already there is reused) without loading it;
+    the local path. In a distributed run local rank 0 downloads first."""
+    from torch.hub import download_url_to_file, get_dir
+    from urllib.parse import urlparse
+    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    name = os.path.basename(urlparse(url).path) or 'checkpoint.pth'
+    path = os.path.join(model_dir, name)
+
+    def fetch() -> None:
+        if not os.path.isfile(path):
+            print_log(f'Downloading {url} to {path}', logger='current')
+            try:
+                download_url_to_file(url, path, progress=False)
+            except OSError as err:  # URLError / HTTPError are OSErrors
+                raise CheckpointDownloadError(
+                    f'Could not download the checkpoint {url}: {err}') from None
+
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        fetch()
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            fetch()
+    return path
+
+
+def load_from_safe_http(filename: str, map_location: Any = None,
+                        model_dir: Optional[str] = None) -> Any:
+    """mmengine's http(s) loader (``torch.hub``, which unpickles everything),
+    downloading the file and loading it safely; messages name the URL."""
+    local = download_checkpoint(filename, model_dir)
+    return _checked(load_checkpoint_file(local, map_location, source=filename),
+                    filename)
+
+
+def _resolve(name: str, table: dict, scheme: str) -> str:
+    if name not in table:
+        raise KeyError(f'{scheme}{name}: no such model name in mmengine\'s '
+                       f'{scheme} table (close names: '
+                       f'{difflib.get_close_matches(name, list(table))})')
+    return table[name]
+
+
+def load_from_safe_torchvision(filename: str, map_location: Any = None) -> Any:
+    """``torchvision://NAME`` / ``modelzoo://NAME``: the URL mmengine's table
+    gives, loaded safely."""
+    from mmengine.runner import checkpoint as ckpt
+    scheme = 'modelzoo://' if filename.startswith('modelzoo://') else 'torchvision://'
+    url = _resolve(filename[len(scheme):], ckpt.get_torchvision_models(), scheme)
+    print_log(f'{filename} is {url}', logger='current')
+    return load_from_safe_http(url, map_location)
+
+
+def load_from_safe_openmmlab(filename: str, map_location: Any = None) -> Any:
+    """``open-mmlab://NAME`` / ``openmmlab://NAME``: the URL (or file under
+    mmengine's home) mmengine's table gives, loaded safely."""
+    from mmengine.runner import checkpoint as ckpt
+    scheme = 'open-mmlab://' if filename.startswith('open-mmlab://') else 'openmmlab://'
+    name = filename[len(scheme):]
+    name = ckpt.get_deprecated_model_names().get(name, name)
+    url = _resolve(name, ckpt.get_external_models(), scheme)
+    print_log(f'{filename} is {url}', logger='current')
+    if url.startswith(('http://', 'https://')):
+        return load_from_safe_http(url, map_location)
+    local = os.path.join(ckpt._get_mmengine_home(), url)
+    return _checked(load_checkpoint_file(local, map_location, source=filename),
+                    filename)
+
+
+def load_from_safe_mmcls(filename: str, map_location: Any = None) -> Any:
+    """``mmcls://NAME``: the URL mmengine's table gives, loaded safely."""
+    from mmengine.runner import checkpoint as ckpt
+    url = _resolve(filename[len('mmcls://'):], ckpt.get_mmcls_models(), 'mmcls://')
+    return ckpt._process_mmcls_checkpoint(load_from_safe_http(url, map_location))
+
+
+def load_from_safe_remote(filename: str, map_location: Any = None) -> Any:
+    """``s3://`` / ``petrel://`` (and ``pavi://``): fetched into a temporary
+    file through mmengine's file backends, loaded safely."""
+    import tempfile
+    if filename.startswith('pavi://'):
+        try:
+            from pavi import modelcloud
+        except ImportError:
+            raise ImportError(
+                'Please install pavi to load checkpoint from modelcloud.')
+        model = modelcloud.get(filename[len('pavi://'):])
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, model.name)
+            model.download(local)
+            return _checked(load_checkpoint_file(local, map_location,
+                                                 source=filename), filename)
+    from mmengine.fileio import get_file_backend
+    backend = get_file_backend(filename, backend_args={'backend': 'petrel'})
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, 'checkpoint.pth')
+        with open(local, 'wb') as f:
+            f.write(backend.get(filename))
+        return _checked(load_checkpoint_file(local, map_location,
+                                             source=filename), filename)
+
+
+#: mmengine's CheckpointLoader prefixes -> the safe loader that replaces its own.
+SAFE_SCHEMES = {
+    '': load_from_safe_local,
+    ('http://', 'https://'): load_from_safe_http,
+    ('modelzoo://', 'torchvision://'): load_from_safe_torchvision,
+    ('open-mmlab://', 'openmmlab://'): load_from_safe_openmmlab,
+    'mmcls://': load_from_safe_mmcls,
+    (r'(\S+\:)?s3://', r'(\S+\:)?petrel://', 'pavi://'): load_from_safe_remote,
+}
 
 
 def register_checkpoint_loader() -> None:
-    """Make mmengine's ``CheckpointLoader`` (``load_from``, ``resume``,
-    ``Pretrained`` init, ``tools/test.py``) read local files through
-    :func:`load_checkpoint_file`: safe on any torch version, and able to read
-    mmengine's own training checkpoints on torch >= 2.6."""
-    CheckpointLoader.register_scheme(prefixes="", force=True)(load_from_safe_local)
+    """Make every scheme of mmengine's ``CheckpointLoader`` (``load_from``,
+    ``resume``, ``Pretrained`` init, ``tools/test.py``) load through
+    :func:`load_checkpoint_file`: local files, http(s) URLs (downloaded,
+    then loaded safely) and the names mmengine resolves to URLs
+    (``torchvision://``, ``open-mmlab://``, ``mmcls://``...), so no source
+    runs code from a file by default. Loaded weights that hold NaN / Inf
+    are refused (:func:`check_finite_weights`)."""
+    for prefixes, loader in SAFE_SCHEMES.items():
+        CheckpointLoader.register_scheme(
+            prefixes=list(prefixes) if isinstance(prefixes, tuple) else prefixes,
+            loader=loader, force=True)

@@ -157,7 +157,7 @@ def test_checkpoint_for_another_arch_is_a_clear_error(file_arch, model_arch, mat
 
 
 def test_whole_model_checkpoint_must_fit_the_backbone():
-    """``load_from`` / ``resume`` (through the tools' ``CheckpointFitHook``):
+    """``load_from`` / ``resume`` (through mmvit3's ``CheckpointSafetyHook``):
     a detector checkpoint whose backbone has another arch is refused before
     anything loads; a fitting one, a non-ViT3 model and a file without
     weights are left to mmengine; a backbone-only file is pointed to

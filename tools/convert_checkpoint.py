@@ -23,7 +23,8 @@ import torch
 from mmvit3 import ViT3, load_checkpoint_file
 from mmvit3.models.checkpoint import (arch_name, checkpoint_filter_fn,
                                       infer_arch, select_state_dict)
-from mmvit3.safe_load import UnsafeCheckpointError
+from mmvit3.safe_load import (CorruptCheckpointError, NonFiniteCheckpointError,
+                              UnsafeCheckpointError, check_finite_weights)
 
 
 def parse_args(argv=None):
@@ -41,17 +42,30 @@ def parse_args(argv=None):
                         'from the file): only for a file you trust')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace DST if it exists')
+    parser.add_argument('--allow-nonfinite', action='store_true',
+                        help='convert weights that hold NaN / Inf (refused '
+                        'by default: they come from a run that diverged)')
     return parser.parse_args(argv)
 
 
 def convert(src: str, dst: str, key=None, arch=None, trusted=False,
-            overwrite=False) -> str:
+            overwrite=False, allow_nonfinite=False) -> str:
     """Convert ``src`` into a weights-only backbone file at ``dst``; returns
     the report text."""
+    if os.path.exists(src) and os.path.realpath(src) == os.path.realpath(dst):
+        raise FileExistsError(f'{dst} is the file being converted: write the '
+                              f'output elsewhere (the input is kept)')
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f'{dst} exists; pass --overwrite to replace it')
     hint = ('If you trust this file, run again with --trusted.')
     checkpoint = load_checkpoint_file(src, 'cpu', trusted, opt_in_hint=hint)
+    if not allow_nonfinite:
+        try:
+            check_finite_weights(checkpoint, src)
+        except NonFiniteCheckpointError as err:
+            raise NonFiniteCheckpointError(
+                str(err).split(' To load it anyway')[0] +
+                ' To convert it anyway, pass --allow-nonfinite.') from None
     if arch is None:
         state_dict, _ = select_state_dict(checkpoint, key)
         tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
@@ -90,8 +104,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         print(convert(args.src, args.dst, args.key, args.arch, args.trusted,
-                      args.overwrite))
-    except (UnsafeCheckpointError, FileExistsError, FileNotFoundError,
+                      args.overwrite, args.allow_nonfinite))
+    except (UnsafeCheckpointError, CorruptCheckpointError, FileExistsError,
+            FileNotFoundError,
             KeyError, ValueError, ModuleNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

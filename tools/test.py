@@ -25,7 +25,8 @@ import mmvit3  # noqa: E402,F401  (registers ViT3 in mmdet / mmseg)
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
 from mmvit3.utils.tools import (  # noqa: E402
-    add_common_args, apply_common_args, config_scope, run_runner)
+    add_common_args, apply_common_args, config_scope, output_problem,
+    run_runner)
 
 TOOL = 'tools/test.py'
 PKL = ('.pkl', '.pickle')
@@ -164,6 +165,13 @@ def main(argv=None):
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
         return 2
+    if args.out is not None:
+        problem = output_problem(args.out, not args.out.endswith(PKL),
+                                 [args.checkpoint, args.config])
+        if problem:
+            print(f'--out: {problem}; nothing was evaluated.', file=sys.stderr)
+            return 2
+
     def add_dump_metric(runner):
         # dump predictions through a dummy metric, as mmdet's tools/test.py
         if args.out is not None and args.out.endswith(PKL):

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from ..safe_load import load_checkpoint_file
+from ..safe_load import check_finite_weights, load_checkpoint_file
 from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
 from .vit3 import ViT3
 
@@ -214,37 +214,156 @@ def checkpoint_filter_fn(checkpoint: Any,
     return out, report
 
 
-def check_model_checkpoint(model: nn.Module, checkpoint: Any) -> None:
-    """Refuse a whole-model checkpoint (mmengine's ``load_from`` or
-    ``resume``) whose ``backbone.`` part does not fit ``model``'s ViT3
-    backbone, instead of loading what fits and warning about the rest.
+def _modules_of(keys) -> Dict[str, int]:
+    """Top-level module name -> number of entries, of state-dict keys."""
+    found: Dict[str, int] = {}
+    for k in keys:
+        top = k.split('.', 1)[0]
+        found[top] = found.get(top, 0) + 1
+    return found
 
-    Pure: neither is changed. Does nothing for a model without a ViT3
-    ``backbone`` or a checkpoint without weights (mmengine's loader reports
-    that).
+
+def check_whole_model_fit(model: nn.Module, checkpoint: Any,
+                          strict: bool = True, checked: Tuple[str, ...] = ()) -> None:
+    """Refuse a whole-model checkpoint made for another model: one without
+    weights for a part of the model (a detection checkpoint in a
+    segmentation config has no ``decode_head``; a segmentation one has no
+    ``rpn_head`` / ``roi_head``), or, with ``strict`` (evaluation,
+    ``resume``), one whose entries or shapes differ from the model's (another
+    head layout, number of classes or arch). Without ``strict`` (``load_from``
+    to fine-tune) heads of other shapes are left to mmengine, which skips
+    them with a warning.
+
+    Pure. Does nothing for a checkpoint that shares no top-level module with
+    the model (a backbone alone: see :func:`check_model_checkpoint`). Parts
+    named in ``checked`` (a ViT3 ``backbone``, whose released files carry
+    tables it drops) are compared by their presence only.
+
+    Raises:
+        CheckpointMismatchError: Naming the parts or first entries that differ.
+    """
+    try:
+        state = _unwrapped_tensors(select_state_dict(checkpoint)[0])
+    except CheckpointMismatchError:
+        return
+    model_state = {k: v for k, v in model.state_dict().items()
+                   if not k.endswith('num_batches_tracked')}
+    state = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
+    ours, theirs = _modules_of(model_state), _modules_of(state)
+    if not set(ours) & set(theirs):
+        return
+    lacking = [m for m in ours if m not in theirs]
+    extra = [m for m in theirs if m not in ours]
+    hint = ('To take only its backbone, load it through the backbone: '
+            "model.backbone.init_cfg=dict(type='Pretrained', "
+            "checkpoint=..., prefix='backbone.').")
+    if lacking:
+        raise CheckpointMismatchError(
+            f'The checkpoint is for another model (another task or head '
+            f'layout): it has no weights for {", ".join(lacking)} of this '
+            f'model' + (f', and holds {", ".join(extra)}, which this model '
+                        f'lacks' if extra else '') +
+            f' (model parts: {", ".join(ours)}; checkpoint parts: '
+            f'{", ".join(theirs)}). {hint}')
+    if not strict:
+        return
+    model_state = {k: v for k, v in model_state.items()
+                   if k.split('.', 1)[0] not in checked}
+    missing = [k for k in model_state if k not in state]
+    # whole parts the model does not have (an auxiliary head left out of a
+    # test config) are harmless; unknown entries inside its parts are not
+    unexpected = [k for k in state if k not in model_state
+                  and k.split('.', 1)[0] in ours
+                  and k.split('.', 1)[0] not in checked]
+    mismatched = [f'{k}: file {tuple(state[k].shape)}, model '
+                  f'{tuple(model_state[k].shape)}' for k in model_state
+                  if k in state and state[k].shape != model_state[k].shape]
+    if missing or mismatched or unexpected:
+        problems = []
+        if mismatched:
+            problems.append(f'{len(mismatched)} shape mismatches: {_names(mismatched)}')
+        if missing:
+            problems.append(f'{len(missing)} model entries the file lacks: '
+                            f'{_names(missing)}')
+        if unexpected:
+            problems.append(f'{len(unexpected)} entries the model lacks: '
+                            f'{_names(unexpected)}')
+        raise CheckpointMismatchError(
+            'The checkpoint does not fit this model (another head layout, '
+            'number of classes or arch?): ' + '; '.join(problems) +
+            '. Use it with the config it was trained with.')
+
+
+def check_has_weights(model: nn.Module, checkpoint: Any) -> None:
+    """Refuse a checkpoint that would load nothing into ``model``: no dict,
+    no tensors, or none under the model's parts (mmengine would only warn
+    and go on with the initial weights).
+
+    Raises:
+        CheckpointMismatchError: Saying what the file holds instead.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointMismatchError(
+            f'The file holds a {type(checkpoint).__name__}, not a checkpoint '
+            f'(a dict with a "state_dict" of weights)')
+    state_dict = checkpoint
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), Mapping):
+            state_dict = checkpoint[key]
+            break
+    state = _unwrapped_tensors(state_dict)
+    if not state:
+        raise CheckpointMismatchError(
+            f'The checkpoint holds no weights (its entries: '
+            f'{_names(sorted(map(str, checkpoint)))})')
+    ours = _modules_of(k for k in model.state_dict())
+    if not set(ours) & set(_modules_of(state)):
+        if infer_arch(state) is not None:
+            return  # a ViT3 backbone alone: check_model_checkpoint says where it goes
+        raise CheckpointMismatchError(
+            f'None of the checkpoint\'s {len(state)} weights belongs to this '
+            f'model (its entries: {_names(sorted(state))}; the model\'s parts: '
+            f'{", ".join(ours)}): nothing would be loaded. For a backbone '
+            f"alone use model.backbone.init_cfg=dict(type='Pretrained', "
+            f'checkpoint=...).')
+
+
+def check_model_checkpoint(model: nn.Module, checkpoint: Any,
+                           strict: bool = False) -> None:
+    """Refuse a whole-model checkpoint (mmengine's ``load_from`` or
+    ``resume``) that does not fit ``model`` instead of loading what fits and
+    warning about the rest: its ``backbone.`` part must fit ``model``'s
+    ViT3 backbone, and the model's other parts must be in it
+    (:func:`check_whole_model_fit`; with ``strict``, entry by entry and
+    shape by shape).
+
+    Pure: neither is changed. Does nothing for a checkpoint without weights
+    (mmengine's loader reports that).
 
     Raises:
         CheckpointMismatchError: The backbone entries have another arch,
-            other shapes, or are missing; or the file holds a ViT3 backbone
+            other shapes, or are missing; the file holds a ViT3 backbone
             alone (an ImageNet file), which belongs in the backbone's
-            ``init_cfg``.
+            ``init_cfg``; or the file is for another model.
     """
     backbone = getattr(model, 'backbone', None)
-    if not isinstance(backbone, ViT3):
+    if isinstance(backbone, ViT3):
+        try:
+            unwrapped = _unwrapped_tensors(select_state_dict(checkpoint)[0])
+        except CheckpointMismatchError:
+            return
+        if not any(k.startswith('backbone.') for k in unwrapped):
+            if infer_arch(unwrapped) is not None:
+                raise CheckpointMismatchError(
+                    'The checkpoint holds a ViT3 backbone alone (no "backbone." '
+                    'entries), not a whole model: load it through the backbone, '
+                    "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), "
+                    'instead of load_from')
+            return
+        checkpoint_filter_fn(checkpoint, backbone, prefix='backbone.')
+        check_whole_model_fit(model, checkpoint, strict, checked=('backbone', ))
         return
-    try:
-        unwrapped = _unwrapped_tensors(select_state_dict(checkpoint)[0])
-    except CheckpointMismatchError:
-        return
-    if not any(k.startswith('backbone.') for k in unwrapped):
-        if infer_arch(unwrapped) is not None:
-            raise CheckpointMismatchError(
-                'The checkpoint holds a ViT3 backbone alone (no "backbone." '
-                'entries), not a whole model: load it through the backbone, '
-                "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), "
-                'instead of load_from')
-        return
-    checkpoint_filter_fn(checkpoint, backbone, prefix='backbone.')
+    check_whole_model_fit(model, checkpoint, strict)
 
 
 def load_pretrained(model: nn.Module,
@@ -274,6 +393,7 @@ def load_pretrained(model: nn.Module,
             f"init_cfg, or convert it once into a plain weights file: "
             f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
     loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
+    check_finite_weights(loaded, checkpoint)
     state_dict, report = checkpoint_filter_fn(loaded, model, key, prefix)
     model.load_state_dict(state_dict, strict=False)
     source = f"entry '{report.source_key}' of " if report.source_key else ''

@@ -15,22 +15,28 @@ import importlib
 import logging
 import os
 import os.path as osp
+import re
 import sys
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..datasets import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
-from ..models.checkpoint import CheckpointMismatchError, check_model_checkpoint
+from ..engine import (RUN_HOOKS, NonFiniteLossError, WorkDirBusyError,
+                      hold_work_dir)
+from ..models.checkpoint import CheckpointMismatchError
 from ..registration import SCOPES
-from ..safe_load import UnsafeCheckpointError, trust_checkpoints
+from ..safe_load import (TOOLS_HINT, CheckpointDownloadError,
+                         CheckpointNotFoundError, CorruptCheckpointError,
+                         NonFiniteCheckpointError, UnsafeCheckpointError,
+                         allow_nonfinite_weights, set_opt_in_hint,
+                         trust_checkpoints)
 from .config_tree import typed_dicts
-from .data_check import DatasetNotFoundError, check_data
+from .data_check import (BadAnnotationError, DatasetNotFoundError,
+                         check_annotations, check_data, largest_images)
 from .errors import AmpUnavailableError, check_amp, explain_unknown_types
 from .malloc import ENV_VAR as MALLOC_ENV_VAR
 from .malloc import keep_freed_memory
@@ -84,6 +90,21 @@ def config_scope(cfg: Config, tool: Optional[str] = None) -> str:
     return scope
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` that names an item without ``=`` instead of
+    failing with a traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values:
+            if '=' not in item or item.startswith('='):
+                parser.error(
+                    f'{option_string} {item!r}: each override is KEY=VALUE '
+                    f'(e.g. {option_string} train_cfg.max_iters=100 '
+                    f'optim_wrapper.optimizer.lr=0.0001); a value with spaces '
+                    f'needs quotes, KEY="[a, b]"')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Add the options both tools take: ``--work-dir``, ``--cfg-options``,
     ``--trust-checkpoint``, ``--launcher`` and ``--local-rank``."""
@@ -94,7 +115,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file. If the value to '
         'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
@@ -250,20 +271,77 @@ def build_runner(cfg: Config) -> Runner:
     return runners.build(cfg)
 
 
-class CheckpointFitHook(Hook):
-    """Refuses a ``load_from`` or ``resume`` checkpoint whose backbone does
-    not fit the model's ViT3 backbone (another arch, say) before any of it
-    is loaded (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`);
-    mmengine alone would load what fits and only warn."""
-    priority = 'VERY_HIGH'
+def add_run_hooks(cfg: Config) -> None:
+    """Give the run mmvit3's run hooks (:data:`mmvit3.engine.RUN_HOOKS`: the
+    config's checkpoint opt-ins, resume from the newest readable checkpoint,
+    the fit check, one run per work dir, a stop on non-finite losses) unless
+    the config names them already (configs/_base_/mmvit3_runtime.py), and
+    save checkpoints with :class:`~mmvit3.engine.SafeCheckpointHook`."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    named = {h.get('type') for h in hooks if hasattr(h, 'get')}
+    hooks += [dict(type=name) for name in RUN_HOOKS if name not in named]
+    cfg.custom_hooks = hooks
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint is not None and checkpoint.get('type') == 'CheckpointHook':
+        checkpoint['type'] = 'SafeCheckpointHook'
 
-    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        try:
-            check_model_checkpoint(model, checkpoint)
-        except CheckpointMismatchError as err:
-            source = runner.cfg.get('load_from') or 'the checkpoint to resume from'
-            raise CheckpointMismatchError(f'{source}: {err}') from None
+
+def output_problem(path: str, directory: bool = False,
+                   inputs: Sequence[str] = ()) -> Optional[str]:
+    """Why ``path`` (a file, or with ``directory`` a folder to be created
+    if needed) cannot be written, or None; checked before a run so that a
+    long evaluation does not end in a failed write. An output that would
+    replace one of ``inputs`` is refused too."""
+    real = osp.realpath(path)
+    for item in inputs:
+        if item and '://' not in str(item) and osp.exists(item) and \
+                osp.realpath(item) == real:
+            return f'{path} is an input of this run ({item}): it would be overwritten'
+    if osp.exists(path):
+        if directory and not osp.isdir(path):
+            return f'{path} exists and is not a directory'
+        if not directory and osp.isdir(path):
+            return f'{path} is a directory, not a file'
+        return None if os.access(path, os.W_OK) else f'{path} is not writable'
+    parent = osp.dirname(osp.abspath(path))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        return f'{parent} (on the way to {path}) is not a directory'
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f'cannot create {path}: {parent} is not writable'
+    return None
+
+
+def out_of_memory_message(cfg: Config, splits: Sequence[str],
+                          err: BaseException) -> str:
+    """What to say when a run fails to allocate memory: the error, the
+    largest images of the run (a single huge image is the usual cause) and
+    what each task holds per image."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    lines = [f'Out of memory: {first}']
+    big = largest_images(cfg, splits)
+    if big:
+        w, h, path = big[0]
+        lines.append('The largest images of this run: ' + ', '.join(
+            f'{p} ({bw}x{bh}, {bw * bh / 1e6:.0f} MP)' for bw, bh, p in big) + '.')
+        if w * h > 16e6:
+            seg = ''
+            if cfg.get('default_scope') == 'mmseg':
+                classes = (cfg.get('model', {}).get('decode_head') or {}).get(
+                    'num_classes') or 150
+                seg = (f' segmentation evaluation scales the class scores back '
+                       f'to each image\'s original size ({classes} classes x '
+                       f'{w}x{h} floats = {classes * w * h * 4 / 2**30:.0f} GiB '
+                       f'for {path}), and')
+            lines.append(
+                f'Images this large need a lot of memory whatever the '
+                f'pipeline resizes them to:{seg} decoding and the transforms '
+                f'hold full-size copies. Downscale such images (e.g. to at '
+                f'most 4096 px a side) or leave them out of the dataset.')
+    lines.append('Smaller batches (train_dataloader.batch_size) or fewer '
+                 'dataloader workers also lower the memory needed.')
+    return '\n'.join(lines)
 
 
 def names_hook(cfg: Config, name: str) -> bool:
@@ -296,9 +374,12 @@ def run_runner(cfg: Config,
     training, mixed precision on a machine without a GPU is refused
     (:func:`~mmvit3.utils.errors.check_amp`). A
     ``load_from`` / ``resume`` checkpoint that does not fit the ViT3
-    backbone (:class:`CheckpointFitHook`), a refused checkpoint or a
-    mixed-precision request is a message on stderr and exit status 2, not
-    a traceback; a misspelt ``type`` in the config
+    model (:class:`~mmvit3.engine.CheckpointSafetyHook`, which
+    :func:`add_run_hooks` gives the run with mmvit3's other hooks), a refused checkpoint or a
+    mixed-precision request, a corrupt checkpoint, one with NaN / Inf weights
+    or a work dir held by a live run is a message on stderr and exit status
+    2, not a traceback, and a loss that stopped being finite (training
+    diverged) exit status 3; a misspelt ``type`` in the config
     raises :class:`~mmvit3.utils.errors.UnknownTypeError` naming the
     registry and close registered names.
 
@@ -324,6 +405,7 @@ def run_runner(cfg: Config,
     """
     try:
         check_data(cfg, data_splits)
+        check_annotations(cfg, data_splits)
     except DatasetNotFoundError as err:
         message = str(err)
         if isinstance(cfg.get('data_root'), str):
@@ -331,6 +413,9 @@ def run_runner(cfg: Config,
                         'dataloader and evaluator at it: --cfg-options '
                         'data_root=PATH/')
         print(commands_from_here(message), file=sys.stderr)
+        return 2
+    except BadAnnotationError as err:
+        print(err, file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         try:
@@ -345,20 +430,38 @@ def run_runner(cfg: Config,
         # fewer repeated torch.compile recompilations, as mmdet's tools do
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
+    add_run_hooks(cfg)
+    set_opt_in_hint(TOOLS_HINT)
     try:
         if mode == 'train':
             check_amp(cfg)
+            if int(os.environ.get('RANK', 0)) == 0:
+                hold_work_dir(cfg.work_dir)  # before the Runner writes there
         with explain_unknown_types(cfg), \
-                trust_checkpoints(wants_trust(args, cfg)):
+                trust_checkpoints(wants_trust(args, cfg)), \
+                allow_nonfinite_weights(cfg.get('allow_nonfinite_weights', False)):
             runner = build_runner(cfg)
-            runner.register_hook(CheckpointFitHook())
             if not names_hook(cfg, CHECKED_LOADING_HOOK):
                 # checked loading without changing the config the Runner saves
                 runner.register_hook(CheckedImageLoadingHook())
             if prepare is not None:
                 prepare(runner)
             getattr(runner, mode)()
-    except (UnsafeCheckpointError, AmpUnavailableError, CheckpointMismatchError) as err:
+    except (UnsafeCheckpointError, CorruptCheckpointError,
+            CheckpointDownloadError, CheckpointNotFoundError,
+            NonFiniteCheckpointError, AmpUnavailableError,
+            CheckpointMismatchError, WorkDirBusyError) as err:
         print(err, file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(err, file=sys.stderr)
+        return 3
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and \
+                not re.search(r"can't allocate memory|out of memory", str(err)):
+            raise
+        print(out_of_memory_message(cfg, data_splits, err), file=sys.stderr)
+        return 1
+    finally:
+        set_opt_in_hint(None)
     return 0
