@@ -3,10 +3,12 @@
 MMSegmentation.
 
 ``import mmvit3`` (or ``custom_imports=dict(imports=['mmvit3'])`` in a config)
-registers ``ViT3`` in the model registries of the installed libraries and
+registers ``ViT3`` and ``PlainViT3`` (and, for MMDetection, the
+``SimpleFPN`` neck) in the model registries of the installed libraries and
 ``LoadImageFromFileChecked`` in their transform registries.
 """
-from .models import ViT3, checkpoint_filter_fn, load_pretrained
+from .models import (PlainViT3, SimpleFPN, ViT3, checkpoint_filter_fn,
+                     load_pretrained)
 from .kernels import blocks as _fused_blocks  # noqa: F401  (registers the fused kernels)
 from .registration import register_models, register_transforms
 from .safe_load import (UnsafeCheckpointError, load_checkpoint_file,
@@ -18,7 +20,8 @@ register_transforms()
 register_checkpoint_loader()
 
 __all__ = [
-    'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
+    'ViT3', 'PlainViT3', 'SimpleFPN', 'checkpoint_filter_fn', 'load_pretrained',
+    'load_checkpoint_file',
     'UnsafeCheckpointError', 'trust_checkpoints', 'register_models',
     'register_transforms', 'REGISTERED_SCOPES',
     '__version__'
