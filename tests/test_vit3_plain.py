@@ -549,3 +549,102 @@ def test_registered_in_both_registries():
     mmvit3.register_models()  # again: no error
     model = SEG.build(dict(type='PlainViT3', arch='small', out_indices=(5, 11)))
     assert model.embed_dims == 384 and model.out_indices == (5, 11)
+
+
+@pytest.mark.parametrize('arch,flops', [('tiny', 1_223_495_424), ('small', 4_816_903_680)])
+def test_flops_at_224_match_the_released_figures(arch, flops):
+    """The authors' classifier (backbone, final norm, mean over tokens, 1000-class
+    head) at 224x224, counted with mmengine's FLOP analyzer as they were:
+    1.223G (T) and 4.817G (S)."""
+    from mmvit3.analysis import make_flop_analyzer
+
+    class Classifier(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = PlainViT3(arch, out_indices=(-1, ))
+            self.head = torch.nn.Linear(self.backbone.embed_dims, 1000)
+
+        def forward(self, x):
+            return self.head(self.backbone(x)[0].flatten(2).mean(-1))
+
+    analyzer = make_flop_analyzer(Classifier().eval(), (torch.randn(1, 3, 224, 224), ))
+    assert analyzer.total() == flops
+
+
+# ---------------------------------------------------------------------------
+# the demo configs, through the tools
+
+
+@pytest.mark.parametrize('config,data,metric', [
+    ('configs/demo/mask_rcnn_vit3_plain_demo.py', 'det', 'coco/segm_mAP'),
+    ('configs/demo/upernet_vit3_plain_demo.py', 'seg', 'mIoU'),
+])
+def test_demo_trains_and_tests(demo_root, tmp_path, config, data, metric):
+    """Two iterations of tools/train.py on the demo data, evaluated, then
+    tools/test.py on the checkpoint."""
+    from _helpers import (det_data_overrides, loader_overrides, run_tool,
+                          seg_data_overrides, short_run_overrides)
+    overrides = (det_data_overrides if data == 'det' else seg_data_overrides)(demo_root)
+    work = tmp_path / 'work'
+    rc, out = run_tool('tools/train.py', config, '--work-dir', work, '--cfg-options',
+                       *short_run_overrides(), *overrides)
+    assert rc == 0, out[-5000:]
+    assert "type='PlainViT3'" in out  # the config mmengine printed
+    ckpt = work / 'iter_2.pth'
+    assert ckpt.is_file(), out[-3000:]
+    assert metric in out
+    rc, out = run_tool('tools/test.py', config, ckpt, '--work-dir', tmp_path / 'test',
+                       '--cfg-options', *loader_overrides('', num_workers=0,
+                                                          persistent_workers=False),
+                       *overrides)
+    assert rc == 0, out[-5000:]
+    assert metric in out
+
+
+# ---------------------------------------------------------------------------
+# tools/benchmark.py: plain ViT3 against DeiT
+
+
+def test_benchmark_deit_attention_written_out_equals_sdpa():
+    """The two DeiT variants the benchmark times are one model: the same
+    weights give the same maps, of the input's stride-16 grid."""
+    from _helpers import load_tool
+    bench = load_tool('benchmark')
+    torch.manual_seed(0)
+    sdpa = bench.build('deit-t', 'backbone').double().eval()
+    naive = bench.build('deit-t-naive', 'backbone').double().eval()
+    naive.load_state_dict(sdpa.state_dict())
+    for p in sdpa.parameters():  # non-trivial position table and class token
+        p.data.add_(torch.randn_like(p) * 0.02)
+    naive.load_state_dict(sdpa.state_dict())
+    x = torch.randn(1, 3, 40, 72, dtype=torch.float64)
+    with torch.no_grad():
+        a, = sdpa(x)
+        b, = naive(x)
+    assert a.shape == (1, 192, 2, 4)  # floor(H/16) x floor(W/16), as DeiT
+    torch.testing.assert_close(a, b)
+    assert 5.5e6 < sum(p.numel() for p in sdpa.parameters()) < 5.8e6  # DeiT-T
+    assert type(bench.build('plain-vit3-s', 'backbone')).__name__ == 'PlainViT3'
+    with pytest.raises(ValueError, match='single-scale'):
+        bench.build('plain-vit3-t', 'detector')
+
+
+def test_benchmark_plain_comparison_rows():
+    from _helpers import load_tool
+    bench = load_tool('benchmark')
+
+    def row(model, mode, seconds, step_gib, size=(1248, 1248)):
+        return dict(level='backbone', model=model, mode=mode, size=list(size),
+                    seconds=seconds, step_gib=step_gib)
+
+    results = [row('plain-vit3-t', 'infer', 1.0, 0.1), row('deit-t', 'infer', 2.5, 0.2),
+               row('deit-t-naive', 'infer', 8.0, 1.0),
+               row('plain-vit3-t', 'infer', 1.0, 0.1, (224, 224)),
+               row('deit-t', 'train', 1.0, 1.0)]
+    lines = bench.plain_comparison(results)
+    assert lines[2] == ('| 1248x1248 | plain ViT3-T vs DeiT-T (SDPA) | infer | 2.50x | 50.0% | '
+                        'ViT3 paper: 4.6x faster, 9.7% of the memory |')
+    assert lines[3].startswith('| 1248x1248 | plain ViT3-T vs DeiT-T (written-out attention) '
+                               '| infer | 8.00x | 10.0% |')
+    assert len(lines) == 4  # nothing to compare at 224, nor in training
