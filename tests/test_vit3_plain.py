@@ -347,7 +347,7 @@ def test_default_load_refuses_the_pickled_config(official_file):
     with pytest.raises(UnsafeCheckpointError) as err:
         model.init_weights()
     assert str(path) in str(err.value) and 'FakeCfgNode' in str(err.value)
-    assert 'trusted=True' in str(err.value)
+    assert 'trusted=True' in str(err.value) and 'convert_checkpoint.py' in str(err.value)
 
 
 def test_round_trip_through_the_released_layout(official_file, log_lines):
@@ -404,6 +404,32 @@ def test_hvit3_file_is_a_clear_error():
     with pytest.raises(CheckpointMismatchError,
                        match=r'holds no plain ViT3 .*entries the model lacks: layers\.'):
         plain_checkpoint_filter_fn({'model': sd}, PlainViT3())
+
+
+def test_convert_then_load_safely(official_file, tmp_path):
+    """tools/convert_checkpoint.py reads a plain file as one (arch from the
+    file), keeps the final norm, and its output loads with the safe loader
+    into the same backbone as the trusted original."""
+    from _helpers import load_tool
+    convert = load_tool('convert_checkpoint').convert
+    path, _ = official_file
+    out = tmp_path / 'vit3_plain_tiny.pth'
+    with pytest.raises(UnsafeCheckpointError, match='--trusted'):
+        convert(str(path), str(out))
+    text = convert(str(path), str(out), trusted=True)
+    assert 'of a PlainViT3 tiny' in text and 'head.weight' in text
+    saved = torch.load(out, weights_only=True)
+    assert saved['meta']['arch'] == 'tiny' and saved['meta']['model'] == 'PlainViT3'
+    assert 'norm.weight' in saved['state_dict'] and len(saved['state_dict']) == 208
+    converted = PlainViT3(out_indices=(5, 11), init_cfg=dict(type='Pretrained',
+                                                             checkpoint=str(out)))
+    converted.init_weights()
+    trusted = PlainViT3(out_indices=(5, 11), init_cfg=dict(type='Pretrained',
+                                                           checkpoint=str(path), trusted=True))
+    trusted.init_weights()
+    torch.testing.assert_close(converted.state_dict(), trusted.state_dict())
+    with pytest.raises(ValueError, match='plain ViT3 tiny, the model is a plain ViT3 small'):
+        convert(str(path), str(tmp_path / 'other.pth'), arch='small', trusted=True)
 
 
 def test_tensors_only_and_detection_layouts_load_without_trust(tmp_path):

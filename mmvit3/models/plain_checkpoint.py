@@ -138,10 +138,9 @@ def load_pretrained_plain(model: nn.Module,
     prefix=..., trusted=...)`` on :class:`PlainViT3` runs; the arguments are
     those of :func:`mmvit3.models.checkpoint.load_pretrained`.
     """
-    hint = ("If you trust this file, set trusted=True in the backbone's "
-            "init_cfg, or, where you trust it, save its weights once as a "
-            "tensors-only file: torch.save({'state_dict': torch.load(PATH, "
-            "weights_only=False)['model']}, OUT.pth)")
+    hint = (f"If you trust this file, set trusted=True in the backbone's "
+            f"init_cfg, or convert it once into a plain weights file: "
+            f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
     loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
     state_dict, report = plain_checkpoint_filter_fn(loaded, model, key, prefix)
     model.load_state_dict(state_dict, strict=False)
