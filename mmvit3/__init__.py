@@ -3,13 +3,15 @@
 MMSegmentation.
 
 ``import mmvit3`` (or ``custom_imports=dict(imports=['mmvit3'])`` in a config)
-registers ``ViT3`` in the model registries of the installed libraries,
+registers ``ViT3`` and ``PlainViT3`` (and, for MMDetection, the ``SimpleFPN``
+neck) in the model registries of the installed libraries,
 ``LoadImageFromFileChecked`` in their transform registries,
 ``CheckedImageLoadingHook`` and mmvit3's run hooks (:mod:`mmvit3.engine`) in
 the hook registries, and a safe loader for every scheme of mmengine's
 ``CheckpointLoader``.
 """
-from .models import ViT3, checkpoint_filter_fn, load_pretrained
+from .models import (PlainViT3, SimpleFPN, ViT3, checkpoint_filter_fn,
+                     load_pretrained)
 from .kernels import blocks as _fused_blocks  # noqa: F401  (registers the fused kernels)
 from .registration import register_hooks, register_models, register_transforms
 from .safe_load import (CorruptCheckpointError, NonFiniteCheckpointError,
@@ -23,8 +25,8 @@ register_hooks()
 register_checkpoint_loader()
 
 __all__ = [
-    'ViT3', 'checkpoint_filter_fn', 'load_pretrained', 'load_checkpoint_file',
-    'UnsafeCheckpointError', 'CorruptCheckpointError',
+    'ViT3', 'PlainViT3', 'SimpleFPN', 'checkpoint_filter_fn', 'load_pretrained',
+    'load_checkpoint_file', 'UnsafeCheckpointError', 'CorruptCheckpointError',
     'NonFiniteCheckpointError', 'trust_checkpoints', 'register_models',
     'register_hooks',
     'register_transforms', 'REGISTERED_SCOPES',

@@ -1,30 +1,34 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Puts the ViT3 backbone into the MMDetection and MMSegmentation model
-registries, the checked image loader into their transform registries and
-the hook that uses it into their hook registries, each only if that library
-is installed; and mmvit3's run hooks into mmengine's root hook registry."""
+"""Puts the ViT3 and PlainViT3 backbones into the MMDetection and
+MMSegmentation model registries (and the simple feature pyramid with its
+``LN2d`` norm into MMDetection's), the checked image loader into their
+transform registries and the hook that uses it into their hook registries,
+each only if that library is installed; and mmvit3's run hooks into
+mmengine's root hook registry."""
 import importlib
 import importlib.util
 import logging
-from typing import List
+from typing import List, Sequence
 
 from mmengine.logging import print_log
 
 from .datasets import (CHECKED_LOADER, CHECKED_LOADING_HOOK,
                        CheckedImageLoadingHook, LoadImageFromFileChecked)
-from .models import ViT3
+from .models import PlainViT3, SimpleFPN, ViT3
+from .models.simple_fpn import LayerNorm2d
 
 #: The libraries whose ``<scope>.registry`` receives mmvit3's classes.
 SCOPES = ('mmdet', 'mmseg')
 
 
-def _register(registry_name: str, name: str, cls: type) -> List[str]:
+def _register(registry_name: str, name: str, cls: type,
+              scopes: Sequence[str] = SCOPES) -> List[str]:
     """Register ``cls`` as ``name`` in every installed library's
     ``<scope>.registry.<registry_name>``; returns the scopes it is
     registered in. Leaves (with a warning) another class of that name in
     place. Idempotent."""
     registered = []
-    for scope in SCOPES:
+    for scope in scopes:
         if importlib.util.find_spec(scope) is None:
             continue
         registry = getattr(importlib.import_module(f'{scope}.registry'),
@@ -42,8 +46,13 @@ def _register(registry_name: str, name: str, cls: type) -> List[str]:
 
 
 def register_models() -> List[str]:
-    """Register :class:`ViT3` as ``'ViT3'`` in every installed library's
-    ``MODELS``; returns the scopes it is registered in. Idempotent."""
+    """Register :class:`ViT3` as ``'ViT3'`` and :class:`PlainViT3` as
+    ``'PlainViT3'`` in every installed library's ``MODELS``, and
+    :class:`SimpleFPN` / ``'LN2d'`` in MMDetection's; returns the scopes
+    ``ViT3`` is registered in. Idempotent."""
+    _register('MODELS', 'PlainViT3', PlainViT3)
+    _register('MODELS', 'SimpleFPN', SimpleFPN, scopes=('mmdet', ))
+    _register('MODELS', 'LN2d', LayerNorm2d, scopes=('mmdet', ))
     return _register('MODELS', 'ViT3', ViT3)
 
 

@@ -13,6 +13,9 @@ RECIPES = sorted(p.relative_to(ROOT).as_posix()
                  for p in (ROOT / 'configs').rglob('*.py')
                  if '_base_' not in p.parts)
 AUTHORS = 'https://cloud.tsinghua.edu.cn/f/'
+#: The authors' released recipes (the plain ViT3 configs have no official result).
+OFFICIAL = [c for c in RECIPES if '/demo/' not in c and '_plain_' not in c]
+PLAIN = [c for c in RECIPES if '/demo/' not in c and '_plain_' in c]
 
 
 def models():
@@ -59,8 +62,7 @@ def test_every_config_listed_once_and_every_listed_config_exists():
 def test_official_figures_equal_the_readme_table():
     table = readme_results()
     official = [m for m in models() if 'Results' in m]
-    assert sorted(table) == sorted(m['Config'] for m in official) == \
-        [c for c in RECIPES if '/demo/' not in c]
+    assert sorted(table) == sorted(m['Config'] for m in official) == OFFICIAL
     for model in official:
         row = table[model['Config']]
         meta = model['Metadata']
@@ -79,7 +81,7 @@ def test_official_figures_equal_the_readme_table():
         assert model['Weights'] == row['link'] and row['link'].startswith(AUTHORS)
 
 
-@pytest.mark.parametrize('config', [c for c in RECIPES if '/demo/' not in c])
+@pytest.mark.parametrize('config', OFFICIAL)
 def test_metadata_matches_the_config(config):
     model = next(m for m in models() if m['Config'] == config)
     cfg = Config.fromfile(str(ROOT / config))
@@ -105,3 +107,28 @@ def test_mim_finds_the_index_inside_the_package():
     assert (mim / 'model-index.yml').resolve() == (ROOT / 'model-index.yml').resolve()
     for model in models():
         assert (mim / model['Config']).is_file(), model['Config']
+
+
+def readme_plain_results():
+    """``{config: (params, FLOPs)}`` of the README's plain ViT3 table."""
+    text = (ROOT / 'README.md').read_text()
+    section = text[text.index('### Plain ViT'):text.index('## Usage')]
+    return {m[1]: (m[2], m[3]) for m in re.finditer(
+        r'\| \[`[^`]+`\]\((configs/[^)]+)\) \| [^|]+ \| none released \| ([\d.]+[MG]), '
+        r'([\d.]+[MG]) \|', section)}
+
+
+@pytest.mark.parametrize('config', PLAIN)
+def test_plain_configs_listed_without_results(config):
+    """The plain ViT3 recipes: in the index without official results or
+    weights, their counts as in the README, and auto_scale_lr at the total
+    batch the recipe they follow was set for."""
+    model = next(m for m in models() if m['Config'] == config)
+    assert 'Results' not in model and 'Weights' not in model
+    params, flops = readme_plain_results()[config]
+    assert model['Metadata']['Parameters'] == as_number(params)
+    assert model['Metadata']['FLOPs'] == as_number(flops)
+    cfg = Config.fromfile(str(ROOT / config))
+    gpus = int(model['Metadata']['Training Resources'].split('x')[0])
+    assert cfg.auto_scale_lr.base_batch_size == cfg.train_dataloader.batch_size * gpus == \
+        model['Metadata']['Batch Size']

@@ -11,7 +11,9 @@ on CUDA. The results are written as they come (``results.jsonl``), then as a
 markdown table (``benchmark.md``, with the machine it ran on) and a log-log
 plot of time and memory against pixels with linear and quadratic slopes
 (``benchmark.png``). A ``goals`` section compares ViT3-T with Swin-T and with
-the plain implementation, and the two detection sizes with each other.
+the plain implementation, and the two detection sizes with each other;
+another compares plain ViT3-T/S with DeiT-T/S (global attention, through
+SDPA and written out) beside the papers' high-resolution claims.
 With ``--breakdown`` each part of a backbone (stem, each stage's blocks,
 each down-sampling, the output norms) is also timed on its own, fed what it
 gets in the model, and the report says where the time goes; on CPU a few more
@@ -27,6 +29,9 @@ Examples::
     python tools/benchmark.py --models vit3-t swin-t --sizes 800x1344 \\
         --breakdown                                          # per part
     python tools/benchmark.py --replot work_dirs/benchmark   # redraw only
+    python tools/benchmark.py --models plain-vit3-t deit-t deit-t-naive \\
+        plain-vit3-s deit-s deit-s-naive --sizes 224 512 768 1024 1248 1280
+                                          # plain ViT3 against DeiT (papers' claim)
 
 Sizes are ``H``x``W`` (or one number for a square); batch 1 unless
 ``--batch``. A measurement that runs out of memory or time is reported as
@@ -59,12 +64,30 @@ BACKBONES: Dict[str, tuple] = {
     'swin-t': ('mmdet', dict(type='SwinTransformer'), [96, 192, 384, 768]),
     'r50': ('mmdet', dict(type='ResNet', depth=50), [256, 512, 1024, 2048]),
     'vit-s': (None, None, None),  # GlobalViT below: single-scale, no detector
+    # plain (stride-16, single-scale) models: backbone level only
+    'plain-vit3-t': ('mmdet', dict(type='PlainViT3', arch='tiny'), None),
+    'plain-vit3-s': ('mmdet', dict(type='PlainViT3', arch='small'), None),
+    'deit-t': (None, dict(embed_dims=192, num_heads=3, naive=False), None),
+    'deit-s': (None, dict(embed_dims=384, num_heads=6, naive=False), None),
+    'deit-t-naive': (None, dict(embed_dims=192, num_heads=3, naive=True), None),
+    'deit-s-naive': (None, dict(embed_dims=384, num_heads=6, naive=True), None),
 }
+SINGLE_SCALE = ('vit-s', 'plain-vit3-t', 'plain-vit3-s', 'deit-t', 'deit-s',
+                'deit-t-naive', 'deit-s-naive')
 LABELS = {
     'vit3-t': 'H-ViT3-T', 'vit3-s': 'H-ViT3-S', 'vit3-b': 'H-ViT3-B',
     'vit3-t-plain': 'H-ViT3-T (plain path)', 'swin-t': 'Swin-T',
-    'r50': 'ResNet-50', 'vit-s': 'ViT-S/16 (global attention)'
+    'r50': 'ResNet-50', 'vit-s': 'ViT-S/16 (global attention)',
+    'plain-vit3-t': 'plain ViT3-T', 'plain-vit3-s': 'plain ViT3-S',
+    'deit-t': 'DeiT-T (SDPA)', 'deit-s': 'DeiT-S (SDPA)',
+    'deit-t-naive': 'DeiT-T (written-out attention)',
+    'deit-s-naive': 'DeiT-S (written-out attention)',
 }
+#: the papers' plain-model comparison: sizes, and the ratios they report
+#: (plain ViT3-T against DeiT-T: speed-up and memory share)
+PAPER_SIZES = {(1248, 1248): 'ViT3 paper: 4.6x faster, 9.7% of the memory',
+               (1280, 1280): 'Vision-TTT paper (its own TTT-T): 4.72x faster, '
+                             '88.9% less memory'}
 DET_BASE = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 DEFAULT_MODELS = ['vit3-t', 'vit3-s', 'vit3-b', 'vit3-t-plain', 'swin-t',
                   'r50', 'vit-s']
@@ -110,13 +133,73 @@ def global_vit(embed_dims: int = 384, depth: int = 12, num_heads: int = 6):
     return GlobalViT()
 
 
+def deit(embed_dims: int, num_heads: int, naive: bool, depth: int = 12):
+    """DeiT/16 (patch 16, class token, learned 14x14 position table resized
+    to the input grid, pre-norm blocks of global multi-head attention and a
+    4x MLP, LayerNorm eps 1e-6), at DeiT-T (192, 3 heads) or DeiT-S (384, 6)
+    width; attention through torch's ``scaled_dot_product_attention`` or, with
+    ``naive``, written out (``softmax(q k^T / sqrt(d)) v``, the N x N matrix
+    held). Returns the stride-16 map of the patch tokens."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+            self.qkv = nn.Linear(embed_dims, 3 * embed_dims)
+            self.proj = nn.Linear(embed_dims, embed_dims)
+            self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(embed_dims, 4 * embed_dims), nn.GELU(),
+                                     nn.Linear(4 * embed_dims, embed_dims))
+
+        def forward(self, x):
+            b, n, c = x.shape
+            q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+            if naive:
+                attn = (q @ k.transpose(-2, -1)) * q.shape[-1]**-0.5  # (B, H, N, N)
+                out = attn.softmax(dim=-1) @ v
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)
+            x = x + self.proj(out.transpose(1, 2).reshape(b, n, c))
+            return x + self.mlp(self.norm2(x))
+
+    class DeiT(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, embed_dims, 16, 16)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed_dims, 14, 14))
+            self.blocks = nn.ModuleList(Block() for _ in range(depth))
+            self.norm = nn.LayerNorm(embed_dims, eps=1e-6)
+
+        def forward(self, x):
+            x = self.patch_embed(x)  # (B, C, H/16, W/16)
+            b, c, h, w = x.shape
+            pos = F.interpolate(self.pos_embed, size=(h, w), mode='bicubic',
+                                align_corners=False)
+            x = torch.cat([self.cls_token.expand(b, -1, -1),
+                           (x + pos).flatten(2).transpose(1, 2)], dim=1)  # (B, 1 + N, C)
+            for block in self.blocks:
+                x = block(x)
+            x = self.norm(x)[:, 1:]
+            return (x.transpose(1, 2).reshape(b, c, h, w), )  # (B, C, h, w)
+
+    return DeiT()
+
+
 def build(name: str, level: str):
     """The backbone, or the Mask R-CNN detector with that backbone."""
     scope, backbone, widths = BACKBONES[name]
+    if name in SINGLE_SCALE and level != 'backbone':
+        raise ValueError(f'{name} is single-scale: backbone level only')
     if name == 'vit-s':
-        if level != 'backbone':
-            raise ValueError('vit-s is single-scale: backbone level only')
         return global_vit()
+    if name.startswith('deit'):
+        return deit(**backbone)
     import mmvit3  # noqa: F401  (registers ViT3)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -187,6 +270,10 @@ def backbone_parts(name: str, model) -> List[tuple]:
         stem = (model.patch_embed, model.patch_embed)
         stages = [(model.blocks.layers, None)]
         norms = [model.norm]
+    elif name.startswith('plain-vit3'):
+        stem = (model.patch_embed, model.patch_embed)
+        stages = [(model.blocks, None)]
+        norms = [getattr(model, model.out_norm_name(i)) for i in model.out_indices]
     else:
         raise ValueError(f'no breakdown for {name!r}')
     parts = [('stem', ) + stem]
@@ -464,7 +551,7 @@ def plan(args) -> List[dict]:
     jobs = []
     for level in args.levels:
         for model in args.models:
-            if model == 'vit-s' and level != 'backbone':
+            if model in SINGLE_SCALE and level != 'backbone':
                 continue
             for mode in args.modes:
                 for size in args.sizes:
@@ -546,6 +633,31 @@ def goals(results: Sequence[dict]) -> List[str]:
     return lines
 
 
+def plain_comparison(results: Sequence[dict]) -> List[str]:
+    """Plain ViT3 against DeiT at the papers' sizes: DeiT's time over plain
+    ViT3's (speed-up) and plain ViT3's step memory (what the step added to
+    the process) over DeiT's, beside what the papers report."""
+    lines = []
+    for size in sorted({tuple(r['size']) for r in results}):
+        for v in ('t', 's'):
+            for mode in ('infer', 'train'):
+                ours = find(results, f'plain-vit3-{v}', 'backbone', mode, size)
+                for ref in (f'deit-{v}', f'deit-{v}-naive'):
+                    other = find(results, ref, 'backbone', mode, size)
+                    if ours is None or other is None:
+                        continue
+                    paper = PAPER_SIZES.get(size, '') if v == 't' else ''
+                    lines.append(
+                        f"| {size[0]}x{size[1]} | {LABELS[f'plain-vit3-{v}']} vs "
+                        f"{LABELS[ref]} | {mode} | {other['seconds'] / ours['seconds']:.2f}x | "
+                        f"{100 * ours['step_gib'] / max(other['step_gib'], 1e-9):.1f}% | "
+                        f'{paper} |')
+    if lines:
+        lines = ['| input | models | mode | speed-up | step memory share | papers |',
+                 '| --- | --- | --- | --- | --- | --- |'] + lines
+    return lines
+
+
 def markdown(results: Sequence[dict], machine: dict) -> str:
     hw = f"{machine['cpu']}, {machine['cores']} cores, " \
          f"{machine['threads']} torch threads, {machine['memory_gib']} GiB"
@@ -580,6 +692,10 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     goal_lines = goals(results)
     if goal_lines:
         lines += ['', 'Goals (ratios from this run):', ''] + goal_lines
+    plain_lines = plain_comparison(results)
+    if plain_lines:
+        lines += ['', 'Plain ViT3 against DeiT (this run; the papers measured on GPUs):',
+                  ''] + plain_lines
     lines += breakdown_table(results)
     return '\n'.join(lines) + '\n'
 
@@ -657,9 +773,11 @@ def plot(results: Sequence[dict], path: str, machine: dict) -> None:
             ax.plot(*zip(*pts), marker='o', label=LABELS[model],
                     linestyle='--' if model.endswith('plain') else '-')
         if drawn:  # slopes 1 and 2 through the smallest ViT3-T point
+            first = next((m for m in ('vit3-t', 'plain-vit3-t') if any(
+                r['model'] == m for r in ok)), None)
             anchor = sorted((r['size'][0] * r['size'][1], r[field])
                             for r in ok if r['level'] == level
-                            and r['mode'] == mode and r['model'] == 'vit3-t')
+                            and r['mode'] == mode and r['model'] == first)
             if anchor:
                 p0, v0 = anchor[0]
                 xs = [p0, max(r['size'][0] * r['size'][1] for r in ok)]

@@ -7,11 +7,13 @@ file you trust once; the output holds tensors only and loads safely from then
 on, e.g. as ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``:
 
     python tools/convert_checkpoint.py h_vittt_tiny.pth pretrained/h_vit3_tiny.pth --trusted
+    python tools/convert_checkpoint.py vittt_tiny.pth pretrained/vit3_plain_tiny.pth --trusted
 
 It picks the weights ('model' by default; --key state_dict_ema for the EMA
 weights), drops what dense prediction does not use (classifier head, its
-BatchNorm1d, RoPE tables), checks that the rest fits a ViT3 backbone (the
-arch is read from the file, or checked against --arch) and reports all of it.
+BatchNorm1d, RoPE tables), checks that the rest fits a ViT3 backbone, or a
+PlainViT3 one for the plain models' files (the arch is read from the file, or
+checked against --arch) and reports all of it.
 """
 import argparse
 import os
@@ -20,9 +22,11 @@ import tempfile
 
 import torch
 
-from mmvit3 import ViT3, load_checkpoint_file
+from mmvit3 import PlainViT3, ViT3, load_checkpoint_file
 from mmvit3.models.checkpoint import (arch_name, checkpoint_filter_fn,
                                       infer_arch, select_state_dict)
+from mmvit3.models.plain_checkpoint import (infer_plain_arch, plain_arch_name,
+                                            plain_checkpoint_filter_fn)
 from mmvit3.safe_load import (CorruptCheckpointError, NonFiniteCheckpointError,
                               UnsafeCheckpointError, check_finite_weights)
 
@@ -66,19 +70,27 @@ def convert(src: str, dst: str, key=None, arch=None, trusted=False,
             raise NonFiniteCheckpointError(
                 str(err).split(' To load it anyway')[0] +
                 ' To convert it anyway, pass --allow-nonfinite.') from None
+    state_dict, _ = select_state_dict(checkpoint, key)
+    tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith('backbone.') for k in tensors):
+        tensors = {k[len('backbone.'):]: v for k, v in tensors.items()
+                   if k.startswith('backbone.')}
+    # a plain ViT3 file: blocks.<i>.attn.w1 and no stages
+    plain = infer_arch(tensors) is None and infer_plain_arch(tensors) is not None
     if arch is None:
-        state_dict, _ = select_state_dict(checkpoint, key)
-        tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-        if any(k.startswith('backbone.') for k in tensors):
-            tensors = {k[len('backbone.'):]: v for k, v in tensors.items()
-                       if k.startswith('backbone.')}
-        arch = infer_arch(tensors)
+        arch = infer_plain_arch(tensors) if plain else infer_arch(tensors)
         if arch is None:
-            raise ValueError(f'{src} holds no ViT3 backbone weights '
-                             f"(no 'layers.<i>.blocks.<j>' entries)")
-    model = ViT3(arch=arch)
-    weights, report = checkpoint_filter_fn(checkpoint, model, key)
-    meta = {'arch': arch_name(infer_arch(weights)), 'source': os.path.basename(src),
+            raise ValueError(f'{src} holds no ViT3 backbone weights (no '
+                             f"'layers.<i>.blocks.<j>' or 'blocks.<i>.attn.w1' entries)")
+    if plain:  # keeps the final norm: it serves the last block's output
+        model = PlainViT3(arch=arch, out_indices=(-1, ))
+        weights, report = plain_checkpoint_filter_fn(checkpoint, model, key)
+        name = plain_arch_name(infer_plain_arch(weights))
+    else:
+        model = ViT3(arch=arch)
+        weights, report = checkpoint_filter_fn(checkpoint, model, key)
+        name = arch_name(infer_arch(weights))
+    meta = {'arch': name, 'model': type(model).__name__, 'source': os.path.basename(src),
             'source_key': report.source_key or ''}
 
     # write next to dst, then rename: an interrupted run never leaves a
@@ -93,7 +105,7 @@ def convert(src: str, dst: str, key=None, arch=None, trusted=False,
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    lines = [f'Wrote {len(weights)} backbone entries of a ViT3 {meta["arch"]} '
+    lines = [f'Wrote {len(weights)} backbone entries of a {meta["model"]} {meta["arch"]} '
              f'from {src} (entry {report.source_key!r}) to {dst}']
     if report.summary():
         lines.append(report.summary())

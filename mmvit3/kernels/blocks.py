@@ -94,3 +94,6 @@ def patch_merging(merge: torch.nn.Module, x: torch.Tensor,
         return F.linear(x, folded[0].flatten(1), folded[1]), hw_shape  # (B, N', Cout)
     x = F.linear(x, project.conv.weight.flatten(1), project.conv.bias)  # (B, N', Cout)
     return tokens(norm_act(project, grid(x, hw_shape))), hw_shape
+
+
+from . import plain_block  # noqa: E402,F401  (registers the plain ViT³ block's fused forward)

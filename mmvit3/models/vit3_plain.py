@@ -1,0 +1,346 @@
+# Copyright (c) mmvit3 authors. All rights reserved.
+"""Plain ViT³, the non-hierarchical (DeiT-sized) ViT³, as a backbone for
+dense prediction.
+
+One stride-16 patch embedding, then ``depth`` blocks at one width on the
+same token grid (CPE, TTT mixer without RoPE, plain MLP). State-dict names
+follow the authors' released ImageNet files, so their checkpoints load
+without renaming. Unlike the released classifier, the token grid is the
+input's own ``ceil(H/16) x ceil(W/16)`` (the image is zero-padded right and
+bottom to multiples of 16), never assumed square.
+
+The block asks :func:`mmvit3.kernels.dispatch.fused_forward` whether a fused
+implementation of the same computation runs instead (``impl``).
+
+This module needs torch, mmengine and mmcv only; it never imports mmdet or
+mmseg (``mmvit3.registration`` puts it into their registries).
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..kernels import dispatch
+from .ttt import TTTMixer
+from .vit3 import HWShape, grid_to_tokens, pad_to_multiple, tokens_to_grid
+
+#: eps of every LayerNorm of the plain model (as released).
+LN_EPS = 1e-6
+
+
+class PlainPatchEmbed(BaseModule):
+    """Non-overlapping patch embedding ``proj`` (Conv2d, kernel = stride =
+    ``patch_size``, with bias); pads the image right/bottom to multiples of
+    ``patch_size`` first.
+
+    Args:
+        in_channels (int): Image channels. Defaults to 3.
+        embed_dims (int): Output channels. Defaults to 192.
+        patch_size (int): Patch side. Defaults to 16.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self, in_channels: int = 3, embed_dims: int = 192,
+                 patch_size: int = 16, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
+        """``(B, 3, H, W)`` -> ``(B, N, C)`` tokens on ``(ceil(H/p), ceil(W/p))``."""
+        return grid_to_tokens(self.proj(pad_to_multiple(x, self.patch_size)))
+
+
+class Mlp(BaseModule):
+    """fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise convolution).
+
+    Args:
+        embed_dims (int): Input and output channels.
+        hidden_dims (int): Hidden channels.
+        drop_rate (float): Dropout rate. Defaults to 0.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop_rate: float = 0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C)`` -> ``(B, N, C)``."""
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class PlainViT3Block(BaseModule):
+    """One plain ViT³ block::
+
+        x = x + cpe(x)
+        x = x + drop_path(attn(norm1(x)))
+        x = x + drop_path(mlp(norm2(x)))
+
+    ``cpe`` is a 3x3 depth-wise convolution on the token grid, ``attn`` the
+    TTT mixer without RoPE, ``mlp`` a plain two-layer MLP.
+
+    Args:
+        embed_dims (int): Channels ``C``.
+        num_heads (int): Heads of inner module 1; ``d = C / num_heads`` is
+            also the width of inner module 2.
+        mlp_ratio (float): MLP hidden width over ``C``. Defaults to 4.
+        drop_rate (float): Dropout rate in the MLP. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        with_cp (bool): Recompute the block in backward. Defaults to False.
+        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
+            :class:`PlainViT3`). Defaults to ``'auto'``.
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 impl: str = 'auto',
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.impl = dispatch.check_impl(impl)
+        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.attn = TTTMixer(embed_dims, head_dim=embed_dims // num_heads, use_rope=False)
+        self.drop_path = (DropPath(drop_path_rate)
+                          if drop_path_rate > 0. else nn.Identity())
+        self.norm2 = nn.LayerNorm(embed_dims, eps=LN_EPS)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
+
+    def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        fused = dispatch.fused_forward(self, x)
+        if fused is not None:
+            return fused(self, x, hw_shape)
+        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
+        """``(B, N, C)`` -> ``(B, N, C)``."""
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+class PlainViT3(BaseModule):
+    """Plain ViT³ backbone: a non-hierarchical Vision Test-Time Training
+    transformer.
+
+    The DeiT-sized ViT³ of "ViT³: Unlocking Test-Time Training in Vision"
+    (Han et al., CVPR 2026) for MMDetection and MMSegmentation: a stride-16
+    patch embedding and ``depth`` blocks of the TTT mixer on one token grid,
+    so every output is a stride-16 map (``ceil(H/16) x ceil(W/16)``, any
+    input size); the cost is linear in the number of pixels. Detection
+    builds its pyramid from the last map (:class:`SimpleFPN`), segmentation
+    takes several blocks through a multi-level neck.
+
+    Args:
+        arch (str | dict): ``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'base'``/``'b'``, or a dict with ``embed_dims``, ``depth`` and
+            ``num_heads``. Defaults to ``'tiny'``.
+        in_channels (int): Image channels. Defaults to 3.
+        patch_size (int): Patch side of the embedding (the released models
+            use 16). Defaults to 16.
+        mlp_ratio (float): MLP hidden width over the width. Defaults to 4.
+        out_indices (Sequence[int]): Blocks whose outputs are returned
+            (negative counts from the end), each through a LayerNorm: the
+            last block's through ``norm`` (the released files' final norm,
+            loaded with them), the others' through ``norm{i}``. Defaults to
+            ``(-1,)``.
+        drop_rate (float): Dropout rate in the MLPs. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate of the last block; it
+            rises linearly from 0 over the blocks. Defaults to 0.1.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the patch
+            embedding, ``i >= 1`` it and blocks ``0..i-1`` (with their output
+            norms); frozen parts stay in eval mode through ``train()``.
+            Defaults to -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode while training.
+            The plain model has none (its norms are LayerNorms, which have no
+            running statistics), so this changes nothing here; it is accepted
+            so that settings written for ``ViT3`` carry over. Defaults to
+            False.
+        with_cp (bool): Gradient checkpointing per block (only when
+            gradients are needed). Defaults to False.
+        impl (str): ``'plain'``, ``'fused'`` or ``'auto'``, as for ``ViT3``:
+            the modules' own code, or fused memory-lean kernels of the same
+            computation (``norm -> linear`` pairs and the TTT inner step as
+            custom ops); ``'auto'`` fuses on CPU. Switch with
+            :meth:`set_impl`. Defaults to ``'auto'``.
+        init_cfg (dict, optional): mmengine initialisation config. For the
+            authors' ImageNet checkpoints use ``dict(type='Pretrained',
+            checkpoint=PATH)`` (optional ``key``, ``prefix``, and
+            ``trusted=True`` for a file you trust that holds pickled Python
+            objects, as theirs do). Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> from mmvit3 import PlainViT3
+        >>> model = PlainViT3(arch='tiny', out_indices=(2, 5, 8, 11)).eval()
+        >>> outs = model(torch.rand(1, 3, 237, 341))
+        >>> [tuple(o.shape) for o in outs]
+        [(1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22)]
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(['t', 'tiny'], {'embed_dims': 192, 'depth': 12, 'num_heads': 6}),
+        **dict.fromkeys(['s', 'small'], {'embed_dims': 384, 'depth': 12, 'num_heads': 6}),
+        **dict.fromkeys(['b', 'base'], {'embed_dims': 768, 'depth': 12, 'num_heads': 12}),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 patch_size: int = 16,
+                 mlp_ratio: float = 4.,
+                 out_indices: Sequence[int] = (-1, ),
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 impl: str = 'auto',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.impl = dispatch.check_impl(impl)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims: int = self.arch_settings['embed_dims']
+        self.depth: int = self.arch_settings['depth']
+        self.num_heads: int = self.arch_settings['num_heads']
+
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        out_indices = [i + self.depth if i < 0 else i for i in out_indices]
+        for i in out_indices:
+            if not 0 <= i < self.depth:
+                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
+                                 f'for {self.depth} blocks')
+        self.out_indices = tuple(out_indices)
+        if not -1 <= frozen_stages <= self.depth:
+            raise ValueError(f'frozen_stages must be in [-1, {self.depth}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        self.patch_embed = PlainPatchEmbed(in_channels, self.embed_dims, patch_size)
+        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        self.blocks = ModuleList([
+            PlainViT3Block(self.embed_dims, self.num_heads, mlp_ratio, drop_rate, rate,
+                           with_cp, impl) for rate in rates
+        ])
+        for i in self.out_indices:
+            self.add_module(self.out_norm_name(i), nn.LayerNorm(self.embed_dims, eps=LN_EPS))
+
+        self.apply(self._init_linear_and_norm)
+        self._freeze_stages()
+
+    def out_norm_name(self, index: int) -> str:
+        """Name of block ``index``'s output norm: ``'norm'`` for the last
+        block (the released final norm), ``'norm{index}'`` otherwise."""
+        return 'norm' if index == self.depth - 1 else f'norm{index}'
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(
+                    f'Unknown PlainViT3 arch {arch!r}; choose one of '
+                    f'{sorted(set(cls.arch_zoo))} or pass a dict with '
+                    f"'embed_dims', 'depth' and 'num_heads'")
+            return copy.deepcopy(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = {'embed_dims', 'depth', 'num_heads'} - set(arch)
+        if missing:
+            raise ValueError(f'Custom PlainViT3 arch lacks {sorted(missing)}; it needs '
+                             f"'embed_dims', 'depth' and 'num_heads', got {arch}")
+        dims, depth, heads = (int(arch[k]) for k in ('embed_dims', 'depth', 'num_heads'))
+        if depth < 1 or heads < 1 or dims < 1 or dims % heads:
+            raise ValueError(f"'embed_dims' must be a positive multiple of 'num_heads', "
+                             f"'depth' and 'num_heads' at least 1, got {arch}")
+        return {'embed_dims': dims, 'depth': depth, 'num_heads': heads}
+
+    def set_impl(self, impl: str) -> 'PlainViT3':
+        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
+        forward on, in every block; returns the model."""
+        dispatch.check_impl(impl)
+        for m in self.modules():
+            if hasattr(m, 'impl'):
+                m.impl = impl
+        return self
+
+    @staticmethod
+    def _init_linear_and_norm(m: nn.Module) -> None:
+        # Convolutions and the inner weights keep their own init.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.weight, 1.0)
+            nn.init.constant_(m.bias, 0)
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` through
+        :func:`mmvit3.models.plain_checkpoint.load_pretrained_plain`; any
+        other init_cfg goes to mmengine."""
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from .plain_checkpoint import load_pretrained_plain
+            load_pretrained_plain(self, **{k: v for k, v in self.init_cfg.items()
+                                           if k != 'type'})
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _freeze_stages(self) -> None:
+        frozen: List[nn.Module] = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(self.frozen_stages):
+            frozen.append(self.blocks[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, self.out_norm_name(i)))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        """Set train mode, keeping frozen parts (and BatchNorms, with
+        ``norm_eval``) in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(B, in_channels, H, W)`` -> one ``(B, C, ceil(H/16), ceil(W/16))``
+        map per ``out_indices`` entry."""
+        x, hw_shape = self.patch_embed(x)  # (B, N, C)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, self.out_norm_name(i))(x)  # (B, N, C)
+                outs.append(tokens_to_grid(out, hw_shape))  # (B, C, h, w)
+        return tuple(outs)
