@@ -332,7 +332,65 @@ class ViT3Stage(BaseModule):
         return x_down, hw_down, x, hw_shape
 
 
-class ViT3(BaseModule):
+class BackboneBase(BaseModule):
+    """What the ViT³ backbones share: the ``impl`` switch for every part,
+    the Linear / LayerNorm init, checked ``out_indices`` / ``frozen_stages``,
+    and ``train()`` keeping frozen parts (and BatchNorms, with
+    ``norm_eval``) in eval mode. Subclasses define ``_freeze_stages``."""
+
+    @staticmethod
+    def _checked_indices(out_indices: Union[int, Sequence[int]], frozen_stages: int,
+                         count: int, unit: str) -> Tuple[int, ...]:
+        """``out_indices`` as non-negative indices below ``count``; raises
+        for those, or a ``frozen_stages`` outside ``[-1, count]``."""
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        out_indices = [i + count if i < 0 else i for i in out_indices]
+        for i in out_indices:
+            if not 0 <= i < count:
+                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
+                                 f'for {count} {unit}')
+        if not -1 <= frozen_stages <= count:
+            raise ValueError(f'frozen_stages must be in [-1, {count}], '
+                             f'got {frozen_stages}')
+        return tuple(out_indices)
+
+    def set_impl(self, impl: str):
+        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
+        forward on, in every part; returns the model."""
+        dispatch.check_impl(impl)
+        for m in self.modules():
+            if hasattr(m, 'impl'):
+                m.impl = impl
+        return self
+
+    @staticmethod
+    def _init_linear_and_norm(m: nn.Module) -> None:
+        # Convolutions, BN and the inner weights keep their own init.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.weight, 1.0)
+            nn.init.constant_(m.bias, 0)
+
+    def _freeze_stages(self) -> None:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        """Set train mode, keeping frozen stages (and BN, with ``norm_eval``)
+        in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+
+class ViT3(BackboneBase):
     """H-ViT³ backbone: hierarchical Vision Test-Time Training.
 
     A ViT³ backbone from "ViT³: Unlocking Test-Time Training in Vision"
@@ -429,17 +487,8 @@ class ViT3(BaseModule):
         self.depths: List[int] = list(self.arch_settings['depths'])
         self.num_stages = len(self.depths)
 
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        out_indices = [i + self.num_stages if i < 0 else i for i in out_indices]
-        for i in out_indices:
-            if not 0 <= i < self.num_stages:
-                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
-                                 f'for {self.num_stages} stages')
-        self.out_indices = tuple(out_indices)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], '
-                             f'got {frozen_stages}')
+        self.out_indices = self._checked_indices(out_indices, frozen_stages,
+                                                 self.num_stages, 'stages')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -470,15 +519,6 @@ class ViT3(BaseModule):
 
         self.apply(self._init_linear_and_norm)
         self._freeze_stages()
-
-    def set_impl(self, impl: str) -> 'ViT3':
-        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
-        forward on, in every part; returns the model."""
-        dispatch.check_impl(impl)
-        for m in self.modules():
-            if hasattr(m, 'impl'):
-                m.impl = impl
-        return self
 
     def set_fast_path(self, enabled: bool = True) -> 'ViT3':
         """Deprecated: ``set_impl('auto' if enabled else 'plain')``."""
@@ -513,17 +553,6 @@ class ViT3(BaseModule):
         if any(n < 1 for n in depths):
             raise ValueError(f"'depths' must be at least 1 each, got {depths}")
         return {'embed_dims': dims, 'depths': depths}
-
-    @staticmethod
-    def _init_linear_and_norm(m: nn.Module) -> None:
-        # Convolutions, BN and the inner weights keep their own init.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.weight, 1.0)
-            nn.init.constant_(m.bias, 0)
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', ...)`` through
@@ -565,17 +594,6 @@ class ViT3(BaseModule):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        """Set train mode, keeping frozen stages (and BN, with ``norm_eval``)
-        in eval mode."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def _check_batch_norm_input(self, x: torch.Tensor) -> None:
         """A BatchNorm that trains needs more than one value per channel: at

@@ -23,12 +23,11 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import trunc_normal_
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..kernels import dispatch
 from .ttt import TTTMixer
-from .vit3 import HWShape, grid_to_tokens, pad_to_multiple, tokens_to_grid
+from .vit3 import (BackboneBase, HWShape, grid_to_tokens, pad_to_multiple,
+                   tokens_to_grid)
 
 #: eps of every LayerNorm of the plain model (as released).
 LN_EPS = 1e-6
@@ -138,7 +137,7 @@ class PlainViT3Block(BaseModule):
         return self._forward(x, hw_shape)
 
 
-class PlainViT3(BaseModule):
+class PlainViT3(BackboneBase):
     """Plain ViT³ backbone: a non-hierarchical Vision Test-Time Training
     transformer.
 
@@ -223,17 +222,8 @@ class PlainViT3(BaseModule):
         self.depth: int = self.arch_settings['depth']
         self.num_heads: int = self.arch_settings['num_heads']
 
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        out_indices = [i + self.depth if i < 0 else i for i in out_indices]
-        for i in out_indices:
-            if not 0 <= i < self.depth:
-                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
-                                 f'for {self.depth} blocks')
-        self.out_indices = tuple(out_indices)
-        if not -1 <= frozen_stages <= self.depth:
-            raise ValueError(f'frozen_stages must be in [-1, {self.depth}], '
-                             f'got {frozen_stages}')
+        self.out_indices = self._checked_indices(out_indices, frozen_stages, self.depth,
+                                                 'blocks')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
@@ -277,26 +267,6 @@ class PlainViT3(BaseModule):
                              f"'depth' and 'num_heads' at least 1, got {arch}")
         return {'embed_dims': dims, 'depth': depth, 'num_heads': heads}
 
-    def set_impl(self, impl: str) -> 'PlainViT3':
-        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
-        forward on, in every block; returns the model."""
-        dispatch.check_impl(impl)
-        for m in self.modules():
-            if hasattr(m, 'impl'):
-                m.impl = impl
-        return self
-
-    @staticmethod
-    def _init_linear_and_norm(m: nn.Module) -> None:
-        # Convolutions and the inner weights keep their own init.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.weight, 1.0)
-            nn.init.constant_(m.bias, 0)
-
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', ...)`` through
         :func:`mmvit3.models.plain_checkpoint.load_pretrained_plain`; any
@@ -321,17 +291,6 @@ class PlainViT3(BaseModule):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        """Set train mode, keeping frozen parts (and BatchNorms, with
-        ``norm_eval``) in eval mode."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, in_channels, H, W)`` -> one ``(B, C, ceil(H/16), ceil(W/16))``
