@@ -125,7 +125,10 @@ def test_torch_compile_sees_the_fused_kernels():
     with torch.no_grad():
         ops = _ops_seen_by_dynamo(model, x)
     assert {'mmvit3.ttt_inner', 'mmvit3.mlp_tail', 'mmvit3.layer_norm_linear',
-            'mmvit3.conv2d_cpu'} <= ops, ops
+            'mmvit3.conv2d_cpu', 'mmvit3.dwconv2d'} <= ops, ops
+    # no grouped convolution left to inductor (it would copy each channels-last
+    # map to NCHW first), nor a ReLU before one (it would save boolean masks)
+    assert not {o for o in ops if 'convolution' in o or 'relu' in o}, ops
     torch._dynamo.reset()
     compiled = torch.compile(model)
     with torch.no_grad():
@@ -151,3 +154,5 @@ def test_torch_compile_sees_the_fused_kernels():
     for name, g in ref_grads.items():
         if name not in zero:
             assert rel(grads[name], g) < 1e-4, name
+        # the parameter's own strides, as DDP's gradient buckets need
+        assert grads[name].stride() == dict(model.named_parameters())[name].stride(), name

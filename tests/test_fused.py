@@ -189,10 +189,14 @@ def _op_samples():
                             1 / 3, 1., rope)
     yield 'mlp_tail', (t(b, h * w, 16), t(16, 1, 3, 3), t(16), t(8, 16, scale=.3), t(8), h, w)
     yield 'layer_norm_linear', (t(b, h * w, 16), t(16), t(16), 1e-5, t(8, 16), t(8))
+    # the CPE; the patch merging's depth-wise convolution, with its ReLU
+    for stride, bias, relu in ((1, True, False), (2, True, True), (2, False, True)):
+        yield 'dwconv2d', (t(b, 6, 7, 9), t(6, 1, 3, 3), t(6) if bias else None, stride, 1,
+                           relu)
     for kernel, stride, padding in ((3, 2, 1), (3, 1, 1), (1, 1, 0)):
-        for bias in (True, False):
+        for bias, relu in ((True, False), (False, True)):
             yield 'conv2d_cpu', (t(b, 6, 7, 9), t(5, 6, kernel, kernel),
-                                 t(5) if bias else None, stride, padding)
+                                 t(5) if bias else None, stride, padding, relu)
 
 
 @pytest.mark.parametrize('name,args', list(_op_samples()),

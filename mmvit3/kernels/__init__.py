@@ -3,7 +3,7 @@
 
 :mod:`.dispatch` is the one switch (``impl='auto' | 'plain' | 'fused'``);
 the kernels are custom ops ``torch.ops.mmvit3.*`` with registered gradients
-(:mod:`.ttt_fused`, :mod:`.mlp_fused`, :mod:`.conv_cpu`), and
+(:mod:`.ttt_fused`, :mod:`.mlp_fused`, :mod:`.dwconv`, :mod:`.conv_cpu`), and
 :mod:`.blocks` puts them together into the fused forwards of the block, the
 stem and the patch merging.
 """

@@ -5,7 +5,8 @@ the module's own ``forward`` computes (the tests compare outputs and every
 gradient, both ways).
 
 * block (any device): ``norm -> linear`` pairs, the TTT inner step and the
-  MLP tail as fused custom ops; the CPE on a channels-last view of the tokens;
+  MLP tail as fused custom ops; the CPE on a channels-last view of the tokens
+  (``mmvit3::dwconv2d``);
 * stem and patch merging (CPU only, where their layouts were measured): see
   :mod:`.conv_cpu`; in inference eval-mode BatchNorms are folded into the
   convolutions.
@@ -15,9 +16,10 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .common import grid, standard_strides_grad, tokens
+from .common import grid, tokens
 from .conv_cpu import conv_bn_act, fold_norm, norm_act
 from .dispatch import register
+from .dwconv import dwconv2d
 from .mlp_fused import layer_norm_linear, mlp_tail
 from .ttt_fused import ttt_inner
 
@@ -32,9 +34,7 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def cpe(block: torch.nn.Module, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
     """``x + cpe(x)`` with the depth-wise convolution on a channels-last view
     of the tokens (no layout copies)."""
-    conv = block.cpe
-    return x + tokens(F.conv2d(grid(x, hw_shape), standard_strides_grad(conv.weight),
-                               conv.bias, padding=1, groups=conv.groups))
+    return x + tokens(dwconv2d(grid(x, hw_shape), block.cpe))
 
 
 def mixer(block: torch.nn.Module, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
@@ -78,15 +78,8 @@ def patch_merging(merge: torch.nn.Module, x: torch.Tensor,
     view (CPU depth-wise kernels are several times faster channels-last)."""
     expand, down, project = merge.conv
     x = _pad_to_multiple(grid(x.contiguous(), hw_shape), 2)  # (B, Cin, h', w')
-    hw_shape = tuple(x.shape[-2:])
-    x = tokens(x)  # (B, h' w', Cin)
-    b, n, c = x.shape
-    # ReLU in place on the 2D product, not on a 3D view of it (autograd
-    # would replay that through CopySlices and AsStrided)
-    x = F.linear(x.reshape(b * n, c), expand.conv.weight.flatten(1), expand.conv.bias).relu_()
-    conv = down.conv
-    x = F.conv2d(grid(x.view(b, n, -1), hw_shape), standard_strides_grad(conv.weight),
-                 conv.bias, conv.stride, conv.padding, groups=conv.groups).relu_()
+    x = conv_bn_act(expand, x)  # 1x1 + ReLU: a linear layer on the tokens
+    x = dwconv2d(x, down.conv, relu=True)  # (B, 4 Cout, h, w) channels-last
     hw_shape = tuple(x.shape[-2:])
     x = tokens(x)  # (B, N', 4 Cout), a view
     folded = None if torch.is_grad_enabled() else fold_norm(project.conv, project.norm)

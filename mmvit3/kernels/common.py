@@ -1,7 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Helpers the fused kernels share: token/grid views, the autocast dtype,
-and standard-strided weight gradients."""
-from typing import Tuple
+standard-strided weight gradients and the ReLU's gradient."""
+from typing import Optional, Tuple
 
 import torch
 
@@ -50,23 +50,7 @@ def with_standard_strides(grad: torch.Tensor) -> torch.Tensor:
     return grad.clone(memory_format=torch.contiguous_format)
 
 
-class _StandardStridesGrad(torch.autograd.Function):
-    """Identity whose backward gives the gradient standard strides."""
-
-    @staticmethod
-    def forward(ctx, weight):
-        return weight.view_as(weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return with_standard_strides(grad)
-
-
-def standard_strides_grad(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` for a convolution on channels-last maps, whose gradient
-    then has the weight's own strides (see :func:`with_standard_strides`).
-    Under ``torch.compile`` the weight as it is (the compiled backward
-    chooses its own layouts)."""
-    if torch.compiler.is_compiling() or not weight.requires_grad:
-        return weight
-    return _StandardStridesGrad.apply(weight)
+def relu_backward(grad: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    """The gradient before a ReLU whose output was ``out`` (``grad`` itself
+    when ``out`` is None: no ReLU)."""
+    return grad if out is None else torch.ops.aten.threshold_backward(grad, out, 0.)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .common import autocast_dtype
+from .common import autocast_dtype, relu_backward
 
 _CL = torch.channels_last
 
@@ -30,21 +30,24 @@ def _pointwise(weight: Tensor, stride: int, padding: int) -> bool:
 
 
 @torch.library.custom_op('mmvit3::conv2d_cpu', mutates_args=())
-def _conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int,
-                padding: int) -> Tensor:
-    """``conv2d(x, weight, bias, stride, padding)`` -> a channels-last map; a
-    1x1 convolution as a linear layer over the channels-last tokens."""
+def _conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int,
+                relu: bool) -> Tensor:
+    """``conv2d(x, weight, bias, stride, padding)`` (then ReLU if ``relu``)
+    -> a channels-last map; a 1x1 convolution as a linear layer over the
+    channels-last tokens."""
     if _pointwise(weight, stride, padding):
         b, c, h, w = x.shape
         tokens = x.contiguous(memory_format=_CL).permute(0, 2, 3, 1).reshape(b * h * w, c)
         out = F.linear(tokens, weight.flatten(1), bias)  # (B h w, Cout)
-        return out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, Cout, h, w) channels-last
-    return F.conv2d(x.contiguous(memory_format=_CL), weight.contiguous(memory_format=_CL),
-                    bias, stride, padding).contiguous(memory_format=_CL)
+        out = out.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, Cout, h, w) channels-last
+    else:
+        out = F.conv2d(x.contiguous(memory_format=_CL), weight.contiguous(memory_format=_CL),
+                       bias, stride, padding).contiguous(memory_format=_CL)
+    return out.relu_() if relu else out
 
 
 @_conv2d_cpu.register_fake
-def _(x, weight, bias, stride, padding):
+def _(x, weight, bias, stride, padding, relu):
     b, _, h, w = x.shape
     k = weight.shape[-1]
     oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
@@ -54,10 +57,11 @@ def _(x, weight, bias, stride, padding):
 
 @torch.library.custom_op('mmvit3::conv2d_cpu_backward', mutates_args=())
 def _conv2d_cpu_backward(grad: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int,
-                         need_x: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                         need_x: bool, out: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of ``mmvit3::conv2d_cpu`` for ``x`` (empty unless
-    ``need_x``), the weight and the bias."""
-    grad = grad.contiguous(memory_format=_CL)
+    ``need_x``), the weight and the bias; ``out`` is the op's output when it
+    applied ReLU (whose gradient is taken first), else None."""
+    grad = relu_backward(grad.contiguous(memory_format=_CL), out)
     d_b = grad.sum((0, 2, 3))
     if _pointwise(weight, stride, padding):
         b, c, h, w = x.shape
@@ -82,39 +86,39 @@ def _conv2d_cpu_backward(grad: Tensor, x: Tensor, weight: Tensor, stride: int, p
 
 
 @_conv2d_cpu_backward.register_fake
-def _(grad, x, weight, stride, padding, need_x):
+def _(grad, x, weight, stride, padding, need_x, out):
     d_x = (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_CL)
            if need_x else x.new_empty(0))
     return d_x, torch.empty_like(weight), grad.new_empty(weight.shape[:1])
 
 
 def _conv_setup(ctx, inputs, output):
-    x, weight, bias, stride, padding = inputs
-    ctx.save_for_backward(x, weight)
+    x, weight, bias, stride, padding, relu = inputs
+    ctx.save_for_backward(x, weight, output if relu else None)
     ctx.meta = (stride, padding, bias is not None)
 
 
 def _conv_grad(ctx, grad):
-    x, weight = ctx.saved_tensors
+    x, weight, out = ctx.saved_tensors
     stride, padding, has_bias = ctx.meta
     need_x = ctx.needs_input_grad[0]
     d_x, d_w, d_b = torch.ops.mmvit3.conv2d_cpu_backward(grad, x, weight, stride, padding,
-                                                         need_x)
-    return d_x if need_x else None, d_w, d_b if has_bias else None, None, None
+                                                         need_x, out)
+    return d_x if need_x else None, d_w, d_b if has_bias else None, None, None, None
 
 
 _conv2d_cpu.register_autograd(_conv_grad, setup_context=_conv_setup)
 
 
-def conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int,
-               padding: int) -> Tensor:
+def conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int,
+               relu: bool = False) -> Tensor:
     """``mmvit3::conv2d_cpu`` in the dtype autocast would give it (or ``x``'s
     without autocast)."""
     dtype = autocast_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return torch.ops.mmvit3.conv2d_cpu(x.to(dtype), weight.to(dtype),
                                            None if bias is None else bias.to(dtype), stride,
-                                           padding)
+                                           padding, relu)
 
 
 def conv_args(conv: torch.nn.Conv2d) -> Tuple[int, int]:
@@ -156,10 +160,12 @@ def norm_act(m: torch.nn.Module, x: Tensor) -> Tensor:
 
 def conv_bn_act(m: torch.nn.Module, x: Tensor) -> Tensor:
     """A ``ConvBNAct`` ``m`` through :func:`conv2d_cpu`, with an eval-mode
-    BatchNorm folded into the convolution when no gradient is recorded."""
+    BatchNorm folded into the convolution when no gradient is recorded, and
+    the ReLU in the op where no norm comes between."""
     stride, padding = conv_args(m.conv)
     folded = None if torch.is_grad_enabled() else fold_norm(m.conv, m.norm)
-    if folded is None:
-        return norm_act(m, conv2d_cpu(x, m.conv.weight, m.conv.bias, stride, padding))
-    x = conv2d_cpu(x, *folded, stride, padding)  # norm included
-    return x.relu_() if m.act is not None else x
+    weight, bias, norm = (m.conv.weight, m.conv.bias, m.norm) if folded is None else (
+        *folded, None)
+    if norm is None:
+        return conv2d_cpu(x, weight, bias, stride, padding, relu=m.act is not None)
+    return norm_act(m, conv2d_cpu(x, weight, bias, stride, padding))
