@@ -37,6 +37,9 @@ def main(work_dir):
         message = f'{type(err).__name__}: {err}'
     with open(os.path.join(work_dir, f'rank{rank}.txt'), 'w') as f:
         f.write(message)
+    # tear down together: a gloo peer that closes its sockets while the other
+    # still has traffic in flight can abort that process (seen once under load)
+    dist.barrier()
     dist.destroy_process_group()
 
 
