@@ -2,7 +2,7 @@
 # the synthetic shapes demo set: the H-ViT3 detection demo (same data, heads
 # and optimizer) with the backbone and neck swapped, for twice the iterations
 # (each costs about half as much); from random weights, on a CPU.
-# Expect box AP about 50-60 and mask AP about 50-60 (untrained: 0.0).
+# Expect box AP about 65 and mask AP about 62 (untrained: 0.0).
 #
 #   python tools/make_demo_data.py                 # writes data/demo/
 #   python tools/train.py configs/demo/mask_rcnn_vit3_plain_demo.py
