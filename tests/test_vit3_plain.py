@@ -746,10 +746,14 @@ def test_benchmark_plain_comparison_rows():
     results = [row('plain-vit3-t', 'infer', 1.0, 0.1), row('deit-t', 'infer', 2.5, 0.2),
                row('deit-t-naive', 'infer', 8.0, 1.0),
                row('plain-vit3-t', 'infer', 1.0, 0.1, (224, 224)),
-               row('deit-t', 'train', 1.0, 1.0)]
+               row('deit-t', 'train', 1.0, 1.0),
+               row('plain-vit3-s', 'infer', 2.0, 0.2), row('deit-s', 'infer', 9.0, 0.4)]
     lines = bench.plain_comparison(results)
     assert lines[2] == ('| 1248x1248 | plain ViT3-T vs DeiT-T (SDPA) | infer | 2.50x | 50.0% | '
                         'ViT3 paper: 4.6x faster, 9.7% of the memory |')
     assert lines[3].startswith('| 1248x1248 | plain ViT3-T vs DeiT-T (written-out attention) '
                                '| infer | 8.00x | 10.0% |')
-    assert len(lines) == 4  # nothing to compare at 224, nor in training
+    # the papers give no S figure: the row says so instead of borrowing T's
+    assert lines[4] == ('| 1248x1248 | plain ViT3-S vs DeiT-S (SDPA) | infer | 4.50x | 50.0% | '
+                        'none (the papers compare T only) |')
+    assert len(lines) == 5  # nothing to compare at 224, nor in training
