@@ -25,6 +25,8 @@ COVERED = {
         ['tests/test_demo_pipeline.py::test_segmentation_demo_train_resume_and_test'],
     r'python tools/test\.py configs/demo/upernet_vit3_demo\.py \S+\.pth$':
         ['tests/test_demo_pipeline.py::test_segmentation_demo_train_resume_and_test'],
+    r'python tools/(train|test)\.py configs/demo/(mask_rcnn|upernet)_vit3_plain_demo\.py'
+    r'( \S+\.pth)?$': ['tests/test_vit3_plain.py::test_demo_trains_and_tests'],
     r'python tools/train\.py configs/demo/mask_rcnn_vit3_finetune_demo\.py$':
         ['tests/test_ecosystem.py::test_fine_tuning_example_with_another_class_count'],
     r'python tools/image_demo\.py data/demo/images/val\S* configs/demo/mask_rcnn_vit3_demo\.py':

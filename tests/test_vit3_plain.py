@@ -452,6 +452,85 @@ def test_tensors_only_and_detection_layouts_load_without_trust(tmp_path):
     torch.testing.assert_close(model.norm.weight, weights['norm.weight'])
 
 
+def _detector(backbone):
+    model = torch.nn.Module()
+    model.backbone = backbone
+    model.neck = torch.nn.Linear(2, 2)
+    return model
+
+
+def _runner_file(model, ddp=False):
+    prefix = 'module.' if ddp else ''
+    return {'meta': {'iter': 4}, 'optimizer': {},
+            'state_dict': {prefix + k: v for k, v in model.state_dict().items()}}
+
+
+def test_whole_detector_checkpoint_must_fit_the_plain_backbone(tmp_path):
+    """``load_from`` / ``resume`` / test.py's checkpoint, through mmvit3's
+    ``CheckpointSafetyHook``: a detector file whose plain backbone is
+    another arch is refused, naming the file and both archs, for fine-tuning
+    as for evaluation; a backbone-only file is pointed to ``init_cfg``; an
+    H-ViT3 detector's file and a plain one swapped are named as such."""
+    from types import SimpleNamespace
+
+    from mmvit3 import ViT3
+    from mmvit3.engine.hooks import CheckpointSafetyHook
+    from mmvit3.models.checkpoint import check_model_checkpoint
+    wider = dict(embed_dims=96, depth=3, num_heads=3)
+    model = _detector(PlainViT3(arch=SMALL))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for strict in (False, True):
+        check_model_checkpoint(model, _runner_file(_detector(PlainViT3(arch=SMALL))), strict)
+        check_model_checkpoint(model, _runner_file(model, ddp=True), strict)
+        with pytest.raises(CheckpointMismatchError,
+                           match=r'fit this PlainViT3 backbone; the file holds a plain ViT3 '
+                                 r"\{'embed_dims': 96.*the model is a plain ViT3 "
+                                 r"\{'embed_dims': 64.*set arch.*shape mismatches"):
+            check_model_checkpoint(model, _runner_file(_detector(PlainViT3(arch=wider))),
+                                   strict)
+    with pytest.raises(CheckpointMismatchError, match=r'model entries the file lacks: blocks\.3\.'):
+        check_model_checkpoint(_detector(PlainViT3(arch=dict(SMALL, depth=4))),
+                               _runner_file(model))
+    hvit3 = _detector(ViT3(arch=dict(embed_dims=[32, 64, 64, 96], depths=[1, 1, 1, 1])))
+    with pytest.raises(CheckpointMismatchError, match=r'holds no plain ViT3 \(no blocks'):
+        check_model_checkpoint(model, _runner_file(hvit3))
+    with pytest.raises(CheckpointMismatchError, match=r'holds no ViT3 \(no layers'):
+        check_model_checkpoint(hvit3, _runner_file(model))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    # through the hook, with the released archs: the file and both archs named
+    tiny = _detector(PlainViT3(arch='tiny'))
+    files = {'small': tmp_path / 'mask_rcnn_vit3_plain_s.pth', 'alone': tmp_path / 'vittt_s.pth'}
+    checkpoints = {'small': _runner_file(_detector(PlainViT3(arch='small'))),
+                   'alone': {'model': PlainViT3(arch='small').state_dict()}}
+    for what, match in (('small', r'mask_rcnn_vit3_plain_s\.pth: Checkpoint does not fit this '
+                                  r'PlainViT3 backbone; the file holds a plain ViT3 small, the '
+                                  r'model is a plain ViT3 tiny: set arch'),
+                        ('alone', r'vittt_s\.pth: The checkpoint holds a PlainViT3 backbone '
+                                  r'alone.*init_cfg')):
+        for training in (False, True):  # test.py, or load_from to fine-tune
+            runner = SimpleNamespace(cfg={}, model=tiny, _load_from=str(files[what]),
+                                     _resume=False, _train_loop=None)
+            if training:
+                from mmengine.runner import IterBasedTrainLoop
+                runner._train_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+            with pytest.raises(CheckpointMismatchError, match=match):
+                CheckpointSafetyHook().after_load_checkpoint(runner, checkpoints[what])
+
+
+def test_plain_weights_with_nan_are_refused(tmp_path):
+    """The plain loader refuses a file holding NaN / Inf weights, as the
+    H-ViT3 one does (a diverged run's file)."""
+    from mmvit3.safe_load import NonFiniteCheckpointError
+    weights = PlainViT3(arch=SMALL).state_dict()
+    weights['blocks.1.mlp.fc1.weight'][0, 0] = float('nan')
+    path = tmp_path / 'diverged.pth'
+    torch.save({'state_dict': weights}, path)
+    model = PlainViT3(arch=SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(NonFiniteCheckpointError, match=r'diverged\.pth.*blocks\.1\.mlp\.fc1'):
+        model.init_weights()
+
+
 # ---------------------------------------------------------------------------
 # the simple feature pyramid
 
@@ -667,10 +746,14 @@ def test_benchmark_plain_comparison_rows():
     results = [row('plain-vit3-t', 'infer', 1.0, 0.1), row('deit-t', 'infer', 2.5, 0.2),
                row('deit-t-naive', 'infer', 8.0, 1.0),
                row('plain-vit3-t', 'infer', 1.0, 0.1, (224, 224)),
-               row('deit-t', 'train', 1.0, 1.0)]
+               row('deit-t', 'train', 1.0, 1.0),
+               row('plain-vit3-s', 'infer', 2.0, 0.2), row('deit-s', 'infer', 9.0, 0.4)]
     lines = bench.plain_comparison(results)
     assert lines[2] == ('| 1248x1248 | plain ViT3-T vs DeiT-T (SDPA) | infer | 2.50x | 50.0% | '
                         'ViT3 paper: 4.6x faster, 9.7% of the memory |')
     assert lines[3].startswith('| 1248x1248 | plain ViT3-T vs DeiT-T (written-out attention) '
                                '| infer | 8.00x | 10.0% |')
-    assert len(lines) == 4  # nothing to compare at 224, nor in training
+    # the papers give no S figure: the row says so instead of borrowing T's
+    assert lines[4] == ('| 1248x1248 | plain ViT3-S vs DeiT-S (SDPA) | infer | 4.50x | 50.0% | '
+                        'none (the papers compare T only) |')
+    assert len(lines) == 5  # nothing to compare at 224, nor in training

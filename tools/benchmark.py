@@ -646,7 +646,9 @@ def plain_comparison(results: Sequence[dict]) -> List[str]:
                     other = find(results, ref, 'backbone', mode, size)
                     if ours is None or other is None:
                         continue
-                    paper = PAPER_SIZES.get(size, '') if v == 't' else ''
+                    paper = PAPER_SIZES.get(size, '')
+                    if paper and v == 's':
+                        paper = 'none (the papers compare T only)'
                     lines.append(
                         f"| {size[0]}x{size[1]} | {LABELS[f'plain-vit3-{v}']} vs "
                         f"{LABELS[ref]} | {mode} | {other['seconds'] / ours['seconds']:.2f}x | "

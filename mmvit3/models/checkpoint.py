@@ -10,7 +10,7 @@ refuses a checkpoint that does not fit the model.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Pattern, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,7 @@ _DROP_RULES = (
     ('classifier BatchNorm1d', re.compile(r'^norm\.')),
     (ROPE_TABLE_REASON, ROPE_TABLE_KEY),
 )
-_OUTPUT_NORM = re.compile(r'^norm(\d+)\.')
+_OUTPUT_NORM = re.compile(r'^norm\d+\.')
 _MAX_LISTED = 8
 
 
@@ -133,34 +133,77 @@ def arch_name(arch: Optional[dict]) -> str:
     return str(arch)
 
 
-def checkpoint_filter_fn(checkpoint: Any,
-                         model: nn.Module,
-                         key: Optional[str] = None,
-                         prefix: Optional[str] = None
-                         ) -> Tuple[Dict[str, torch.Tensor], FilterReport]:
-    """Turn a released checkpoint into a state dict for ``model``.
+@dataclass(frozen=True)
+class BackboneLayout:
+    """How one backbone class's files are read and its mismatches named.
+
+    Attributes:
+        name (str): The class, in messages (``'ViT3'``).
+        kind (str): What a file holds, in messages (``'ViT3'``).
+        marker (str): The entries that identify such a file, in messages.
+        drop_rules (tuple): ``(reason, pattern)`` of file entries the model
+            may lack (dropped and reported), the first match giving the
+            reason.
+        infer_arch (callable): State dict -> its arch dict, or None.
+        arch_name (callable): Arch dict -> ``'tiny'``... or its text.
+    """
+    name: str
+    kind: str
+    marker: str
+    drop_rules: Tuple[Tuple[str, Pattern], ...]
+    infer_arch: Callable[[Mapping[str, Any]], Optional[dict]]
+    arch_name: Callable[[Optional[dict]], str]
+
+    def holds(self, arch: Optional[dict]) -> str:
+        """``'a ViT3 tiny'``, or ``'no ViT3 (no ... entries)'`` for None."""
+        if arch is None:
+            return f'no {self.kind} (no {self.marker} entries)'
+        return f'a {self.kind} {self.arch_name(arch)}'
+
+
+VIT3_LAYOUT = BackboneLayout(
+    name='ViT3', kind='ViT3', marker='layers.<i>.blocks.<j>',
+    drop_rules=_DROP_RULES + (('output norms of stages not in out_indices', _OUTPUT_NORM), ),
+    infer_arch=infer_arch, arch_name=arch_name)
+
+
+def backbone_layouts() -> Tuple[Tuple[type, BackboneLayout], ...]:
+    """``(backbone class, its layout)`` for every backbone of the project."""
+    from .plain_checkpoint import PLAIN_LAYOUT
+    from .vit3_plain import PlainViT3
+    return ((ViT3, VIT3_LAYOUT), (PlainViT3, PLAIN_LAYOUT))
+
+
+def layout_of(backbone: Any) -> Optional[BackboneLayout]:
+    """The layout of ``backbone``'s class, or None for another backbone."""
+    return next((layout for cls, layout in backbone_layouts()
+                 if isinstance(backbone, cls)), None)
+
+
+def filter_state_dict(checkpoint: Any,
+                      model: nn.Module,
+                      layout: BackboneLayout,
+                      key: Optional[str] = None,
+                      prefix: Optional[str] = None
+                      ) -> Tuple[Dict[str, torch.Tensor], FilterReport]:
+    """Turn a checkpoint into a state dict for the backbone ``model`` whose
+    files ``layout`` describes.
 
     Pure: neither the checkpoint nor the model is changed.
 
     Steps: pick the weights (:func:`select_state_dict`); keep only the keys
     under ``prefix`` (given, or ``'backbone.'`` when the file is a whole
     detector / segmentor) and strip it, as well as a DDP ``'module.'``; drop
-    the classifier head, its BatchNorm1d ``norm`` and the RoPE tables, and
-    the output norms of stages the model does not output; then check that
-    every remaining entry exists in the model with the same shape.
-
-    Args:
-        checkpoint: What ``torch.load`` returned.
-        model (nn.Module): The ViT3 backbone the weights are for.
-        key (str, optional): See :func:`select_state_dict`.
-        prefix (str, optional): Take only the keys under this prefix.
-
-    Returns:
-        tuple[dict, FilterReport]: The state dict to load and the report.
+    the entries the model lacks that ``layout.drop_rules`` name (classifier
+    parts, tables, output norms of stages or blocks the model does not
+    output); then check that every remaining entry exists in the model with
+    the same shape. Output norms ``norm<i>`` the file lacks keep their
+    initial values (reported as untouched).
 
     Raises:
         CheckpointMismatchError: Entries the model lacks, lacks in the file
-            or holds with other shapes (the first ones are named).
+            or holds with other shapes (the first ones are named, and what
+            the file and the model are when their archs differ).
     """
     state_dict, source_key = select_state_dict(checkpoint, key)
     report = FilterReport(source_key=source_key)
@@ -179,9 +222,8 @@ def checkpoint_filter_fn(checkpoint: Any,
     out: Dict[str, torch.Tensor] = {}
     for name in sorted(state):
         if name not in model_state:
-            reason = next((r for r, pattern in _DROP_RULES if pattern.search(name)), None)
-            if reason is None and _OUTPUT_NORM.match(name):
-                reason = 'output norms of stages not in out_indices'
+            reason = next((r for r, pattern in layout.drop_rules if pattern.search(name)),
+                          None)
             if reason is not None:
                 report.dropped.setdefault(reason, []).append(name)
                 continue
@@ -195,12 +237,11 @@ def checkpoint_filter_fn(checkpoint: Any,
     missing = [k for k in absent if k not in report.untouched
                and not k.endswith('num_batches_tracked')]
     if unexpected or mismatched or missing:
-        file_arch, model_arch = infer_arch(state), infer_arch(model_state)
+        file_arch, model_arch = layout.infer_arch(state), layout.infer_arch(model_state)
         problems = []
         if file_arch != model_arch:
-            problems.append(f'the file holds a ViT3 {arch_name(file_arch)}, the '
-                            f'model is a ViT3 {arch_name(model_arch)}: set arch '
-                            f'to match the checkpoint')
+            problems.append(f'the file holds {layout.holds(file_arch)}, the model is '
+                            f'{layout.holds(model_arch)}: set arch to match the checkpoint')
         if mismatched:
             problems.append(f'{len(mismatched)} shape mismatches: {_names(mismatched)}')
         if unexpected:
@@ -209,9 +250,35 @@ def checkpoint_filter_fn(checkpoint: Any,
         if missing:
             problems.append(f'{len(missing)} model entries the file lacks: '
                             f'{_names(missing)}')
-        raise CheckpointMismatchError('Checkpoint does not fit this ViT3 backbone; '
+        raise CheckpointMismatchError(f'Checkpoint does not fit this {layout.name} backbone; '
                                       + '; '.join(problems))
     return out, report
+
+
+def checkpoint_filter_fn(checkpoint: Any,
+                         model: nn.Module,
+                         key: Optional[str] = None,
+                         prefix: Optional[str] = None
+                         ) -> Tuple[Dict[str, torch.Tensor], FilterReport]:
+    """Turn a released checkpoint into a state dict for the ViT3 ``model``:
+    :func:`filter_state_dict` dropping the classifier head, its BatchNorm1d
+    ``norm`` and the RoPE tables, and the output norms of stages the model
+    does not output.
+
+    Args:
+        checkpoint: What ``torch.load`` returned.
+        model (nn.Module): The ViT3 backbone the weights are for.
+        key (str, optional): See :func:`select_state_dict`.
+        prefix (str, optional): Take only the keys under this prefix.
+
+    Returns:
+        tuple[dict, FilterReport]: The state dict to load and the report.
+
+    Raises:
+        CheckpointMismatchError: Entries the model lacks, lacks in the file
+            or holds with other shapes (the first ones are named).
+    """
+    return filter_state_dict(checkpoint, model, VIT3_LAYOUT, key, prefix)
 
 
 def _modules_of(keys) -> Dict[str, int]:
@@ -318,8 +385,8 @@ def check_has_weights(model: nn.Module, checkpoint: Any) -> None:
             f'{_names(sorted(map(str, checkpoint)))})')
     ours = _modules_of(k for k in model.state_dict())
     if not set(ours) & set(_modules_of(state)):
-        if infer_arch(state) is not None:
-            return  # a ViT3 backbone alone: check_model_checkpoint says where it goes
+        if backbone_alone(state) is not None:
+            return  # check_model_checkpoint says where it goes
         raise CheckpointMismatchError(
             f'None of the checkpoint\'s {len(state)} weights belongs to this '
             f'model (its entries: {_names(sorted(state))}; the model\'s parts: '
@@ -328,12 +395,21 @@ def check_has_weights(model: nn.Module, checkpoint: Any) -> None:
             f'checkpoint=...).')
 
 
+def backbone_alone(state: Mapping[str, Any]) -> Optional[BackboneLayout]:
+    """The layout of the backbone a state dict holds alone (no
+    ``backbone.`` entries: an ImageNet file), or None."""
+    if any(k.startswith('backbone.') for k in state):
+        return None
+    return next((layout for _, layout in backbone_layouts()
+                 if layout.infer_arch(state) is not None), None)
+
+
 def check_model_checkpoint(model: nn.Module, checkpoint: Any,
                            strict: bool = False) -> None:
     """Refuse a whole-model checkpoint (mmengine's ``load_from`` or
     ``resume``) that does not fit ``model`` instead of loading what fits and
     warning about the rest: its ``backbone.`` part must fit ``model``'s
-    ViT3 backbone, and the model's other parts must be in it
+    ViT3 or PlainViT3 backbone, and the model's other parts must be in it
     (:func:`check_whole_model_fit`; with ``strict``, entry by entry and
     shape by shape).
 
@@ -342,28 +418,52 @@ def check_model_checkpoint(model: nn.Module, checkpoint: Any,
 
     Raises:
         CheckpointMismatchError: The backbone entries have another arch,
-            other shapes, or are missing; the file holds a ViT3 backbone
-            alone (an ImageNet file), which belongs in the backbone's
+            other shapes, or are missing; the file holds a backbone alone
+            (an ImageNet file), which belongs in the backbone's
             ``init_cfg``; or the file is for another model.
     """
-    backbone = getattr(model, 'backbone', None)
-    if isinstance(backbone, ViT3):
-        try:
-            unwrapped = _unwrapped_tensors(select_state_dict(checkpoint)[0])
-        except CheckpointMismatchError:
-            return
-        if not any(k.startswith('backbone.') for k in unwrapped):
-            if infer_arch(unwrapped) is not None:
-                raise CheckpointMismatchError(
-                    'The checkpoint holds a ViT3 backbone alone (no "backbone." '
-                    'entries), not a whole model: load it through the backbone, '
-                    "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), "
-                    'instead of load_from')
-            return
-        checkpoint_filter_fn(checkpoint, backbone, prefix='backbone.')
-        check_whole_model_fit(model, checkpoint, strict, checked=('backbone', ))
+    try:
+        unwrapped = _unwrapped_tensors(select_state_dict(checkpoint)[0])
+    except CheckpointMismatchError:
         return
-    check_whole_model_fit(model, checkpoint, strict)
+    alone = backbone_alone(unwrapped)
+    if alone is not None:
+        raise CheckpointMismatchError(
+            f'The checkpoint holds a {alone.name} backbone alone (no "backbone." '
+            'entries), not a whole model: load it through the backbone, '
+            "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...), "
+            'instead of load_from')
+    backbone = getattr(model, 'backbone', None)
+    layout = layout_of(backbone)
+    if layout is None:
+        check_whole_model_fit(model, checkpoint, strict)
+    elif any(k.startswith('backbone.') for k in unwrapped):
+        filter_state_dict(checkpoint, backbone, layout, prefix='backbone.')
+        check_whole_model_fit(model, checkpoint, strict, checked=('backbone', ))
+
+
+def load_backbone_weights(model: nn.Module,
+                          checkpoint: str,
+                          layout: BackboneLayout,
+                          key: Optional[str] = None,
+                          prefix: Optional[str] = None,
+                          trusted: bool = False,
+                          map_location: Any = 'cpu') -> FilterReport:
+    """Load a file into the backbone ``model`` through the project's safe
+    loader (:func:`filter_state_dict` with ``layout``), refusing NaN / Inf
+    weights, and log what was loaded, dropped and left untouched."""
+    hint = (f"If you trust this file, set trusted=True in the backbone's "
+            f"init_cfg, or convert it once into a plain weights file: "
+            f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
+    loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
+    check_finite_weights(loaded, checkpoint)
+    state_dict, report = filter_state_dict(loaded, model, layout, key, prefix)
+    model.load_state_dict(state_dict, strict=False)
+    source = f"entry '{report.source_key}' of " if report.source_key else ''
+    print_log(f'{layout.name}: loaded {len(state_dict)} entries from {source}{checkpoint}'
+              + (f'\n{report.summary()}' if report.summary() else ''),
+              logger='current')
+    return report
 
 
 def load_pretrained(model: nn.Module,
@@ -389,15 +489,5 @@ def load_pretrained(model: nn.Module,
             file into one that loads safely.
         map_location: Passed to ``torch.load``. Defaults to ``'cpu'``.
     """
-    hint = (f"If you trust this file, set trusted=True in the backbone's "
-            f"init_cfg, or convert it once into a plain weights file: "
-            f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
-    loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
-    check_finite_weights(loaded, checkpoint)
-    state_dict, report = checkpoint_filter_fn(loaded, model, key, prefix)
-    model.load_state_dict(state_dict, strict=False)
-    source = f"entry '{report.source_key}' of " if report.source_key else ''
-    print_log(f'ViT3: loaded {len(state_dict)} entries from {source}{checkpoint}'
-              + (f'\n{report.summary()}' if report.summary() else ''),
-              logger='current')
-    return report
+    return load_backbone_weights(model, checkpoint, VIT3_LAYOUT, key, prefix, trusted,
+                                 map_location)
