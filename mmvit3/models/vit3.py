@@ -355,6 +355,30 @@ class BackboneBase(BaseModule):
                              f'got {frozen_stages}')
         return tuple(out_indices)
 
+    #: The keys of a custom ``arch`` dict (each subclass sets its own).
+    arch_keys: Tuple[str, ...] = ()
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """A copy of ``arch_zoo[arch]``, or the dict ``arch`` checked by the
+        subclass's ``_check_arch``; raises naming the choices."""
+        name = cls.__name__
+        keys = [repr(k) for k in cls.arch_keys]
+        keys = ' and '.join([', '.join(keys[:-1]), keys[-1]] if len(keys) > 1 else keys)
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'Unknown {name} arch {arch!r}; choose one of '
+                                 f'{sorted(set(cls.arch_zoo))} or pass a dict with {keys}')
+            return copy.deepcopy(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = set(cls.arch_keys) - set(arch)
+        if missing:
+            raise ValueError(f'Custom {name} arch lacks {sorted(missing)}; it needs '
+                             f'{keys}, got {arch}')
+        return cls._check_arch(arch)
+
     def set_impl(self, impl: str):
         """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
         forward on, in every part; returns the model."""
@@ -446,6 +470,7 @@ class ViT3(BackboneBase):
         [(1, 64, 60, 86), (1, 128, 30, 43), (1, 320, 15, 22), (1, 512, 8, 11)]
     """
 
+    arch_keys = ('embed_dims', 'depths')
     arch_zoo: Dict[str, dict] = {
         **dict.fromkeys(['t', 'tiny'], {
             'embed_dims': [64, 128, 320, 512],
@@ -527,21 +552,8 @@ class ViT3(BackboneBase):
         return self.set_impl('auto' if enabled else 'plain')
 
     @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(
-                    f'Unknown ViT3 arch {arch!r}; choose one of '
-                    f'{sorted(set(cls.arch_zoo))} or pass a dict with '
-                    f"'embed_dims' and 'depths'")
-            return copy.deepcopy(cls.arch_zoo[key])
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        missing = {'embed_dims', 'depths'} - set(arch)
-        if missing:
-            raise ValueError(f'Custom ViT3 arch lacks {sorted(missing)}; it needs '
-                             f"'embed_dims' and 'depths', got {arch}")
+    def _check_arch(cls, arch: dict) -> dict:
+        """A custom arch's widths and depths, one per stage, checked."""
         dims, depths = list(arch['embed_dims']), list(arch['depths'])
         if not dims or len(dims) != len(depths):
             raise ValueError(f"'embed_dims' {dims} and 'depths' {depths} must be "

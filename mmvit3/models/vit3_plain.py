@@ -15,7 +15,6 @@ implementation of the same computation runs instead (``impl``).
 This module needs torch, mmengine and mmcv only; it never imports mmdet or
 mmseg (``mmvit3.registration`` puts it into their registries).
 """
-import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -196,6 +195,7 @@ class PlainViT3(BackboneBase):
         [(1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22)]
     """
 
+    arch_keys = ('embed_dims', 'depth', 'num_heads')
     arch_zoo: Dict[str, dict] = {
         **dict.fromkeys(['t', 'tiny'], {'embed_dims': 192, 'depth': 12, 'num_heads': 6}),
         **dict.fromkeys(['s', 'small'], {'embed_dims': 384, 'depth': 12, 'num_heads': 6}),
@@ -246,21 +246,8 @@ class PlainViT3(BackboneBase):
         return 'norm' if index == self.depth - 1 else f'norm{index}'
 
     @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(
-                    f'Unknown PlainViT3 arch {arch!r}; choose one of '
-                    f'{sorted(set(cls.arch_zoo))} or pass a dict with '
-                    f"'embed_dims', 'depth' and 'num_heads'")
-            return copy.deepcopy(cls.arch_zoo[key])
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        missing = {'embed_dims', 'depth', 'num_heads'} - set(arch)
-        if missing:
-            raise ValueError(f'Custom PlainViT3 arch lacks {sorted(missing)}; it needs '
-                             f"'embed_dims', 'depth' and 'num_heads', got {arch}")
+    def _check_arch(cls, arch: dict) -> dict:
+        """A custom arch's width, depth and heads, checked."""
         dims, depth, heads = (int(arch[k]) for k in ('embed_dims', 'depth', 'num_heads'))
         if depth < 1 or heads < 1 or dims < 1 or dims % heads:
             raise ValueError(f"'embed_dims' must be a positive multiple of 'num_heads', "
