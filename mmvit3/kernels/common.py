@@ -1,6 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Helpers the fused kernels share: token/grid views, the autocast dtype,
-standard-strided weight gradients and the ReLU's gradient."""
+standard-strided weight gradients, the ReLU's gradient and the convolution
+ops' saved inputs."""
 from typing import Optional, Tuple
 
 import torch
@@ -54,3 +55,12 @@ def relu_backward(grad: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tens
     """The gradient before a ReLU whose output was ``out`` (``grad`` itself
     when ``out`` is None: no ReLU)."""
     return grad if out is None else torch.ops.aten.threshold_backward(grad, out, 0.)
+
+
+def conv_setup_context(ctx, inputs, output) -> None:
+    """``setup_context`` of the convolution ops ``(x, weight, bias, stride,
+    padding, relu)``: keeps ``x``, the weight and, after a ReLU, the output
+    (its gradient's mask)."""
+    x, weight, bias, stride, padding, relu = inputs
+    ctx.save_for_backward(x, weight, output if relu else None)
+    ctx.meta = (stride, padding, bias is not None)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .common import autocast_dtype, relu_backward
+from .common import autocast_dtype, conv_setup_context, relu_backward
 
 _CL = torch.channels_last
 
@@ -92,12 +92,6 @@ def _(grad, x, weight, stride, padding, need_x, out):
     return d_x, torch.empty_like(weight), grad.new_empty(weight.shape[:1])
 
 
-def _conv_setup(ctx, inputs, output):
-    x, weight, bias, stride, padding, relu = inputs
-    ctx.save_for_backward(x, weight, output if relu else None)
-    ctx.meta = (stride, padding, bias is not None)
-
-
 def _conv_grad(ctx, grad):
     x, weight, out = ctx.saved_tensors
     stride, padding, has_bias = ctx.meta
@@ -107,7 +101,7 @@ def _conv_grad(ctx, grad):
     return d_x if need_x else None, d_w, d_b if has_bias else None, None, None, None
 
 
-_conv2d_cpu.register_autograd(_conv_grad, setup_context=_conv_setup)
+_conv2d_cpu.register_autograd(_conv_grad, setup_context=conv_setup_context)
 
 
 def conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int,

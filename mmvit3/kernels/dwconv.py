@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import autocast_dtype, relu_backward, with_standard_strides
+from .common import autocast_dtype, conv_setup_context, relu_backward, with_standard_strides
 
 _CL = torch.channels_last
 
@@ -72,12 +72,6 @@ def _(grad, x, weight, stride, padding, need_x, need_bias, out):
         grad.new_empty(weight.shape[:1]) if need_bias else x.new_empty(0))
 
 
-def _setup(ctx, inputs, output):
-    x, weight, bias, stride, padding, relu = inputs
-    ctx.save_for_backward(x, weight, output if relu else None)
-    ctx.meta = (stride, padding, bias is not None)
-
-
 def _grad(ctx, grad):
     x, weight, out = ctx.saved_tensors
     stride, padding, has_bias = ctx.meta
@@ -87,7 +81,7 @@ def _grad(ctx, grad):
     return d_x if need_x else None, d_w, d_b if need_bias else None, None, None, None
 
 
-_dwconv2d.register_autograd(_grad, setup_context=_setup)
+_dwconv2d.register_autograd(_grad, setup_context=conv_setup_context)
 
 
 def dwconv2d(x: Tensor, conv: torch.nn.Conv2d, relu: bool = False) -> Tensor:
