@@ -22,7 +22,7 @@ include: the nine released figures are reproduced within 0.5 %
 (``tests/test_configs.py``).
 
 Under jit tracing the backbone runs its plain modules whatever its ``impl``
-(:mod:`mmvit3.kernels.dispatch`), so this, mmengine's
+(:mod:`mmvit3.models.impl`), so this, mmengine's
 ``get_model_complexity_info`` and mmdet's / mmseg's own ``get_flops.py`` all
 count the same operations.
 
@@ -48,7 +48,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 
-from .utils.tools import config_scope, load_config
+from .config import config_scope, load_config
 
 __all__ = ['DEFAULT_SHAPES', 'Complexity', 'analyze_config', 'analyze_model',
            'build_model', 'config_scope', 'format_count', 'load_config',

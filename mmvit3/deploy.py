@@ -2,7 +2,7 @@
 """Exporting a ViT3 backbone with the input's height and width left free.
 
 Tracers and exporters see the backbone's plain modules whatever its ``impl``
-(:mod:`mmvit3.kernels.dispatch`), so these are plain ``torch.export`` /
+(:mod:`mmvit3.models.impl`), so these are plain ``torch.export`` /
 ``torch.onnx.export`` calls; what this module adds is the dynamic-size
 specification. See docs/export.md.
 """

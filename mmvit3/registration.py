@@ -1,10 +1,11 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Puts the ViT3 and PlainViT3 backbones into the MMDetection and
-MMSegmentation model registries (and the simple feature pyramid with its
-``LN2d`` norm into MMDetection's), the checked image loader into their
-transform registries and the hook that uses it into their hook registries,
-each only if that library is installed; and mmvit3's run hooks into
-mmengine's root hook registry."""
+"""The one module that registers: the ViT3 and PlainViT3 backbones into the
+MMDetection and MMSegmentation model registries (and the simple feature
+pyramid with its ``LN2d`` norm into MMDetection's), the checked image loader
+into their transform registries and the hook that uses it into their hook
+registries, each only if that library is installed; mmvit3's run hooks into
+mmengine's root hook registry; and the safe loader for every scheme of
+mmengine's ``CheckpointLoader`` (:func:`register_all`)."""
 import importlib
 import importlib.util
 import logging
@@ -12,13 +13,11 @@ from typing import List, Sequence
 
 from mmengine.logging import print_log
 
-from .datasets import (CHECKED_LOADER, CHECKED_LOADING_HOOK,
-                       CheckedImageLoadingHook, LoadImageFromFileChecked)
-from .models import PlainViT3, SimpleFPN, ViT3
-from .models.simple_fpn import LayerNorm2d
-
-#: The libraries whose ``<scope>.registry`` receives mmvit3's classes.
-SCOPES = ('mmdet', 'mmseg')
+from .config import SCOPES
+from .datasets import CHECKED_LOADER, LoadImageFromFileChecked
+from .engine import CHECKED_LOADING_HOOK, HOOK_CLASSES, CheckedImageLoadingHook
+from .models import BACKBONES, LayerNorm2d, SimpleFPN
+from .safe_load import register_checkpoint_loader
 
 
 def _register(registry_name: str, name: str, cls: type,
@@ -46,18 +45,18 @@ def _register(registry_name: str, name: str, cls: type,
 
 
 def register_models() -> List[str]:
-    """Register :class:`ViT3` as ``'ViT3'`` and :class:`PlainViT3` as
-    ``'PlainViT3'`` in every installed library's ``MODELS``, and
-    :class:`SimpleFPN` / ``'LN2d'`` in MMDetection's; returns the scopes
-    ``ViT3`` is registered in. Idempotent."""
-    _register('MODELS', 'PlainViT3', PlainViT3)
+    """Register every backbone of :data:`mmvit3.models.BACKBONES` (``'ViT3'``,
+    ``'PlainViT3'``) in every installed library's ``MODELS``, and
+    :class:`~mmvit3.models.SimpleFPN` / ``'LN2d'`` in MMDetection's;
+    returns the scopes ``ViT3`` is registered in. Idempotent."""
+    scopes = {name: _register('MODELS', name, cls) for name, cls in BACKBONES.items()}
     _register('MODELS', 'SimpleFPN', SimpleFPN, scopes=('mmdet', ))
     _register('MODELS', 'LN2d', LayerNorm2d, scopes=('mmdet', ))
-    return _register('MODELS', 'ViT3', ViT3)
+    return scopes['ViT3']
 
 
 def register_hooks() -> List[str]:
-    """Register :class:`~mmvit3.datasets.CheckedImageLoadingHook` in every
+    """Register :class:`~mmvit3.engine.CheckedImageLoadingHook` in every
     installed library's ``HOOKS``, and mmvit3's run hooks
     (:mod:`mmvit3.engine`) in mmengine's root ``HOOKS``, where the mmdet /
     mmseg scopes find them through their parent registry; returns the run
@@ -65,8 +64,6 @@ def register_hooks() -> List[str]:
     from mmengine.registry import HOOKS
 
     _register('HOOKS', CHECKED_LOADING_HOOK, CheckedImageLoadingHook)
-
-    from .engine import HOOK_CLASSES
     for name, cls in HOOK_CLASSES.items():
         existing = HOOKS.module_dict.get(name)
         if existing is None:
@@ -82,3 +79,14 @@ def register_transforms() -> List[str]:
     """Register :class:`~mmvit3.datasets.LoadImageFromFileChecked` in every
     installed library's ``TRANSFORMS``; returns the scopes. Idempotent."""
     return _register('TRANSFORMS', CHECKED_LOADER, LoadImageFromFileChecked)
+
+
+def register_all() -> List[str]:
+    """Everything above, and the safe checkpoint loader
+    (:func:`mmvit3.safe_load.register_checkpoint_loader`); returns the
+    scopes ``ViT3`` is registered in. What ``import mmvit3`` runs."""
+    scopes = register_models()
+    register_transforms()
+    register_hooks()
+    register_checkpoint_loader()
+    return scopes

@@ -18,6 +18,8 @@ opt-in). ``import mmvit3`` makes every scheme of mmengine's
 URLs) read through :func:`load_checkpoint_file`, and refuse weights that hold
 NaN / Inf (:func:`register_checkpoint_loader`).
 """
+import contextvars
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -35,13 +37,56 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
 
-#: Set by :func:`trust_checkpoints` (the tools' ``--trust-checkpoint`` flag
-#: or a config's ``trust_checkpoint = True``): every file loaded while it is
-#: on is unpickled in full.
-_TRUST_ALL = False
+from .errors import (CheckpointDownloadError, CheckpointModuleError, CheckpointNotFoundError,
+                     CorruptCheckpointError, NonFiniteCheckpointError, UnsafeCheckpointError)
 
 
-class trust_checkpoints:  # noqa: N801  (used like a function)
+@dataclasses.dataclass(frozen=True)
+class LoadPolicy:
+    """How the checkpoints loaded now are treated.
+
+    mmengine's ``CheckpointLoader`` calls a scheme's loader with the file
+    name and ``map_location`` only, so what a run opted into reaches the
+    loader through this one context variable, set for a block by
+    :func:`trust_checkpoints`, :func:`allow_nonfinite_weights` and
+    :func:`set_opt_in_hint`.
+
+    Attributes:
+        trusted (bool): Unpickle every file in full.
+        allow_nonfinite (bool): Load weights that hold NaN / Inf.
+        opt_in_hint (str, optional): How the user in front of the tool in
+            use opts in, for refusals; None: the default sentence.
+    """
+    trusted: bool = False
+    allow_nonfinite: bool = False
+    opt_in_hint: Optional[str] = None
+
+
+_POLICY: contextvars.ContextVar = contextvars.ContextVar('mmvit3_load_policy',
+                                                         default=LoadPolicy())
+
+
+def load_policy() -> LoadPolicy:
+    """The policy in force now."""
+    return _POLICY.get()
+
+
+class _PolicyChange:
+    """Changes the policy when made; as a context manager, only for the
+    block (the previous policy comes back on exit)."""
+
+    def __init__(self, **changes) -> None:
+        self._previous = _POLICY.get()
+        _POLICY.set(dataclasses.replace(self._previous, **changes))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _POLICY.set(self._previous)
+
+
+class trust_checkpoints(_PolicyChange):  # noqa: N801  (used like a function)
     """Opt in to fully unpickling the checkpoints loaded in this process (only
     for files you trust: unpickling can run code from the file).
 
@@ -58,21 +103,7 @@ class trust_checkpoints:  # noqa: N801  (used like a function)
     """
 
     def __init__(self, enabled: bool = True) -> None:
-        global _TRUST_ALL
-        self._previous = _TRUST_ALL
-        _TRUST_ALL = bool(enabled)
-
-    def __enter__(self) -> 'trust_checkpoints':
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        global _TRUST_ALL
-        _TRUST_ALL = self._previous
-
-
-def checkpoints_trusted() -> bool:
-    """Whether :func:`trust_checkpoints` is on in this process."""
-    return _TRUST_ALL
+        super().__init__(trusted=bool(enabled))
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -103,32 +134,6 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
         found += [c for _, c in inspect.getmembers(np.dtypes, inspect.isclass)
                   if issubclass(c, np.dtype)]
     return found
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds pickled Python objects that safe loading refuses."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file is empty, cut short, damaged or no checkpoint at
-    all. ``path`` is the file (``source`` the URL it came from, if any)."""
-
-    def __init__(self, message: str, path: str = '', source: str = ''):
-        super().__init__(message)
-        self.path = path
-        self.source = source or path
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint file at the path given."""
-
-
-class CheckpointDownloadError(OSError):
-    """A checkpoint URL could not be downloaded (the message names it)."""
-
-
-class NonFiniteCheckpointError(ValueError):
-    """A checkpoint's weights hold NaN or Inf values."""
 
 
 def unsafe_globals(filename: str, error: Optional[BaseException] = None) -> List[str]:
@@ -233,7 +238,7 @@ def load_checkpoint_file(filename: str,
         raise CheckpointNotFoundError(f'Checkpoint file not found: {filename!r}')
     source = source or filename
     with get_local_path(filename) as local_path:
-        if trusted or _TRUST_ALL:
+        if trusted or _POLICY.get().trusted:
             print_log(
                 f'Loading {source} with full unpickling (trusted): only do '
                 f'this for files you trust.', logger='current',
@@ -242,7 +247,7 @@ def load_checkpoint_file(filename: str,
                 return _torch_load(local_path, source, map_location=map_location,
                                    weights_only=False)
             except ModuleNotFoundError as err:
-                raise ModuleNotFoundError(
+                raise CheckpointModuleError(
                     f'{source} pickles objects from the module {err.name!r}, '
                     f'which is not installed: install it (for the authors\' '
                     f'ImageNet checkpoints: pip install yacs) to unpickle this '
@@ -294,54 +299,45 @@ _DEFAULT_HINT = ('If you trust this file, pass --trust-checkpoint to mmvit3\'s '
                  'trust_checkpoint = True in a config whose custom_hooks have '
                  'mmvit3\'s CheckpointSafetyHook (configs inheriting '
                  'configs/_base_/mmvit3_runtime.py do).')
-#: What refusals say: set by the tool (or hook) that knows how its user opts in.
-_HINT = {'text': _DEFAULT_HINT, 'set': False}
 CONFIG_HINT = ('If you trust this file, set trust_checkpoint = True in the '
                'config (e.g. --cfg-options trust_checkpoint=True; it takes '
                'effect through mmvit3\'s CheckpointSafetyHook, which '
                'configs/_base_/mmvit3_runtime.py adds to custom_hooks).')
 
 
-def set_opt_in_hint(hint: Optional[str]) -> None:
-    """Make refusals name ``hint`` as the way to opt in (None: back to the
-    default sentence, which names the project's tools)."""
-    _HINT.update(text=hint or _DEFAULT_HINT, set=hint is not None)
+class set_opt_in_hint(_PolicyChange):  # noqa: N801  (used like a function)
+    """Make refusals name ``hint`` as the way to opt in (None: the default
+    sentence, which names the project's tools); as a context manager only
+    for the block."""
+
+    def __init__(self, hint: Optional[str]) -> None:
+        super().__init__(opt_in_hint=hint)
 
 
 def opt_in_hint_set() -> bool:
     """Whether a tool or hook has set the opt-in sentence."""
-    return _HINT['set']
+    return _POLICY.get().opt_in_hint is not None
 
 
 def opt_in_sentence() -> str:
-    """The opt-in sentence refusals carry in this process."""
-    return _HINT['text']
+    """The opt-in sentence refusals carry now."""
+    return _POLICY.get().opt_in_hint or _DEFAULT_HINT
 
 
 # --------------------------------------------------------------------------
 # non-finite weights
 
-#: Set by :func:`allow_nonfinite_weights` (a config's
-#: ``allow_nonfinite_weights = True``).
-_ALLOW_NONFINITE = [False]
 NONFINITE_OPT_OUT = ('allow_nonfinite_weights = True in the config (e.g. '
                      '--cfg-options allow_nonfinite_weights=True)')
 
 
-class allow_nonfinite_weights:  # noqa: N801  (used like a function)
+class allow_nonfinite_weights(_PolicyChange):  # noqa: N801  (used like a function)
     """Load checkpoints with NaN / Inf weights without an error (the
     checkpoint check :func:`check_finite_weights` is off); as a context
     manager only for the block, like :class:`trust_checkpoints`."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self._previous = _ALLOW_NONFINITE[0]
-        _ALLOW_NONFINITE[0] = bool(enabled)
-
-    def __enter__(self) -> 'allow_nonfinite_weights':
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        _ALLOW_NONFINITE[0] = self._previous
+        super().__init__(allow_nonfinite=bool(enabled))
 
 
 def nonfinite_tensors(state: Any, limit: int = 8) -> Tuple[List[str], int]:
@@ -366,7 +362,7 @@ def check_finite_weights(checkpoint: Any, source: str) -> None:
     ``checkpoint`` (its ``state_dict`` / ``model`` / ``state_dict_ema``
     entry, or the checkpoint itself) that hold NaN or Inf, unless
     :func:`allow_nonfinite_weights` is on."""
-    if _ALLOW_NONFINITE[0] or not isinstance(checkpoint, dict):
+    if _POLICY.get().allow_nonfinite or not isinstance(checkpoint, dict):
         return
     states = [checkpoint[k] for k in ('state_dict', 'model', 'state_dict_ema')
               if isinstance(checkpoint.get(k), dict)] or [checkpoint]

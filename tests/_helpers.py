@@ -25,16 +25,7 @@ SEG_CFG = 'configs/demo/upernet_vit3_demo.py'
 TIMEOUT = 600
 
 
-def load_tool(name):
-    """Import ``tools/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(
-        f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_demo_data = load_tool('make_demo_data')
+from mmvit3.datasets import demo as make_demo_data  # noqa: E402  (the demo data set)
 
 
 def tool_env(**extra) -> Dict[str, str]:

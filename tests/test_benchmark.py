@@ -1,26 +1,20 @@
-"""tools/benchmark.py: measurements in their own processes, the report
-(table, goal ratios, plot) and bad arguments. Speed itself is measured by
-running the tool, never asserted here."""
-import importlib.util
+"""mmvit3.benchmark (tools/benchmark.py, tools/gpu_benchmark.py):
+measurements in their own processes, the report (table, goal ratios, plot)
+and bad arguments. Speed itself is measured by running the tools, never
+asserted here."""
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mmvit3.utils import malloc
+from mmvit3 import benchmark
+from mmvit3 import tuning as malloc
+from mmvit3.cli.benchmark import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load()
 
 
 def result(model, mode, size, seconds, peak, level='backbone'):
@@ -66,7 +60,7 @@ def test_sizes_and_bad_arguments():
         with pytest.raises(Exception, match='size must be'):
             benchmark.parse_size(bad)
     with pytest.raises(SystemExit):
-        benchmark.parse_args(['--models', 'vit3-xl'])
+        parse_args(['--models', 'vit3-xl'])
     with pytest.raises(ValueError, match='single-scale'):
         benchmark.build('vit-s', 'detector')
 
@@ -77,9 +71,9 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     out = tmp_path / 'bench'
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     monkeypatch.delenv(malloc.ENV_VAR, raising=False)
-    assert benchmark.main(['--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes',
-                           'train', '--warmup', '0', '--repeat', '1', '--threads', '1',
-                           '--breakdown', '--out-dir', str(out)]) == 0
+    assert benchmark.run(parse_args([
+        '--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes', 'train', '--warmup',
+        '0', '--repeat', '1', '--threads', '1', '--breakdown', '--out-dir', str(out)])) == 0
     rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
     assert [(r['model'], r['mode'], r['size']) for r in rows] == [
         ('vit3-t', 'train', [40, 56]), ('vit-s', 'train', [40, 56])]
@@ -114,8 +108,8 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
 
 def test_bad_malloc_setting_stops_before_measuring(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(malloc.ENV_VAR, 'tcmalloc')
-    assert benchmark.main(['--models', 'vit3-t', '--sizes', '40', '--out-dir',
-                           str(tmp_path)]) == 2
+    assert benchmark.run(parse_args(['--models', 'vit3-t', '--sizes', '40',
+                                               '--out-dir', str(tmp_path)])) == 2
     assert 'MMVIT3_MALLOC must be' in capsys.readouterr().err
     assert not (tmp_path / 'results.jsonl').exists()
 
@@ -140,7 +134,7 @@ def test_rounds_take_the_median_time_and_the_largest_peak():
     assert 'median over 1-3 rounds' in benchmark.markdown(mixed, dict(
         date='d', cpu='c', cores=2, threads=2, memory_gib=24, torch='t', device='cpu'))
     with pytest.raises(SystemExit):
-        benchmark.parse_args(['--rounds', '0'])
+        parse_args(['--rounds', '0'])
 
 
 @pytest.mark.parametrize('name', ['vit3-t', 'vit3-t-plain', 'swin-t', 'r50', 'vit-s'])
@@ -211,3 +205,19 @@ def test_ops_table_takes_the_median_over_rounds():
                         '2.500 | 8.500 | 10.000 |')
     assert lines[-1] in benchmark.breakdown_table(merged)
     assert benchmark.ops_table(rows[:0]) == []
+
+
+def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
+    """tools/gpu_benchmark.py's smoke run, from the repository root: the
+    fused == plain check and a one-run grid at a tiny size, both files."""
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))
+    proc = subprocess.run(
+        [sys.executable, 'tools/gpu_benchmark.py', '--device', 'cpu', '--sizes', '64x96',
+         '--runs', '1', '--out', str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    report = json.loads((tmp_path / 'gpu_benchmark.json').read_text())
+    assert set(report['info']['check']) == {'fp32', 'bf16'}  # fp16 on CUDA only
+    assert report['info']['check']['fp32']['grads_finite']
+    assert report['rows'] and all('seconds' in r for r in report['rows'])
+    assert '| vit3-t-fused | 64x96 |' in (tmp_path / 'gpu_benchmark.md').read_text()

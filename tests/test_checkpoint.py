@@ -10,13 +10,12 @@ import torch
 from _helpers import Explosive, rope_tables
 
 from mmvit3 import UnsafeCheckpointError, ViT3
-from mmvit3.models.checkpoint import (CheckpointMismatchError,
-                                      check_model_checkpoint,
-                                      checkpoint_filter_fn, load_pretrained)
+from mmvit3.cli.convert_checkpoint import convert
+from mmvit3.engine import check_model_checkpoint
+from mmvit3.errors import CheckpointMismatchError, OutputError
+from mmvit3.models import checkpoint_filter_fn, load_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))
-from convert_checkpoint import convert  # noqa: E402
 
 
 class FakeCfgNode(dict):
@@ -129,7 +128,7 @@ def test_convert_then_load_safely(official_file, tmp_path):
     with torch.no_grad():
         for a, b in zip(converted.eval()(x), trusted.eval()(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    with pytest.raises(FileExistsError, match='--overwrite'):
+    with pytest.raises(OutputError, match='--overwrite'):
         convert(str(path), str(out), trusted=True)
 
 

@@ -324,7 +324,7 @@ def test_flop_count_of_the_mixer_and_mlp(part):
     layers, the six inner matrix products and the queries' per-sample
     depth-wise convolution; the MLP's fc1, depth-wise convolution and fc2."""
     from mmvit3.models.ttt import TTTMixer
-    from mmvit3.models.vit3 import ConvFFN
+    from mmvit3.models.layers import ConvFFN
     hw = (6, 10)
 
     class Part(torch.nn.Module):

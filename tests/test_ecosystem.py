@@ -224,8 +224,9 @@ def test_misspelt_project_key_through_the_hook():
     """The same check in the hook, for runs of the stock tools."""
     from mmengine.config import Config
 
-    from mmvit3.datasets import CheckedImageLoadingHook
-    from mmvit3.utils.project_keys import ProjectKeyError, check_project_keys
+    from mmvit3.config import check_project_keys
+    from mmvit3.engine import CheckedImageLoadingHook
+    from mmvit3.errors import ProjectKeyError
 
     class Runner:
         cfg = Config(dict(skip_bad_image=True))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmvit3 import ViT3
-from mmvit3.kernels import dispatch
+from mmvit3.models import impl
 from mmvit3.models.vit3 import ConvStem, PatchMerging
 
 RTOL = 1e-5
@@ -136,17 +136,17 @@ def test_dispatch_by_device_and_tool(monkeypatch):
     block = ViT3('tiny').layers[0].blocks[0]
     stem = ViT3('tiny').patch_embed
     cpu, meta = torch.empty(1), torch.empty(1, device='meta')
-    assert dispatch.fused_forward(block, cpu) is not None
-    assert dispatch.fused_forward(block, meta) is None  # auto: not measured there
+    assert impl.fused_forward(block, cpu) is not None
+    assert impl.fused_forward(block, meta) is None  # auto: not measured there
     block.impl = stem.impl = 'fused'
-    assert dispatch.fused_forward(block, meta) is not None  # any device
-    assert dispatch.fused_forward(stem, meta) is None  # its kernels are CPU tuning
+    assert impl.fused_forward(block, meta) is not None  # any device
+    assert impl.fused_forward(stem, meta) is None  # its kernels are CPU tuning
     for flag in ('is_tracing', 'is_scripting'):
         monkeypatch.setattr(torch.jit, flag, lambda: True)
-        assert dispatch.fused_forward(block, cpu) is None
+        assert impl.fused_forward(block, cpu) is None
         monkeypatch.undo()
     monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
-    assert dispatch.fused_forward(block, cpu) is None
+    assert impl.fused_forward(block, cpu) is None
 
 
 @pytest.mark.parametrize('batch,hw', [(1, (41, 59)), (2, (24, 30))])
@@ -205,7 +205,7 @@ def test_fused_ops_gradcheck_and_opcheck(name, args):
     """Each op's registered gradient, checked numerically, and its schema,
     shape function (what torch.compile sees) and autograd registration by
     torch.library.opcheck."""
-    import mmvit3.kernels.blocks  # noqa: F401  (defines the ops)
+    import mmvit3.kernels  # noqa: F401  (defines the ops)
     op = getattr(torch.ops.mmvit3, name)
     tensors = [i for i, a in enumerate(args) if torch.is_tensor(a)]
 

@@ -33,15 +33,12 @@ from mmengine.registry import METRICS
 from mmengine.runner import CheckpointLoader, Runner
 
 import mmvit3  # noqa: F401  (the safe loaders and hooks)
-from mmvit3.engine import (LOCK_NAME, NonFiniteLossError, WorkDirBusyError,
-                           find_resumable_checkpoint)
-from mmvit3.models.checkpoint import (CheckpointMismatchError,
-                                      check_model_checkpoint)
-from mmvit3.safe_load import (CorruptCheckpointError,
-                              NonFiniteCheckpointError, UnsafeCheckpointError,
-                              allow_nonfinite_weights, trust_checkpoints)
-from mmvit3.utils.data_check import (BadAnnotationError, check_coco_file,
-                                     check_seg_labels)
+from mmvit3.datasets import check_coco_file, check_seg_labels
+from mmvit3.engine import LOCK_NAME, check_model_checkpoint, find_resumable_checkpoint
+from mmvit3.errors import (BadAnnotationError, CheckpointMismatchError, CorruptCheckpointError,
+                           NonFiniteCheckpointError, NonFiniteLossError, UnsafeCheckpointError,
+                           WorkDirBusyError)
+from mmvit3.safe_load import allow_nonfinite_weights, trust_checkpoints
 
 
 def run(*args, env=None, timeout=TIMEOUT):
@@ -131,7 +128,7 @@ def test_every_scheme_loads_weights_only(hostile, tmp_path, monkeypatch):
         ckpt.load_checkpoint(nn.Linear(2, 2), url)
     assert not marker.exists()
     # a URL that does not answer with a file is named
-    from mmvit3.safe_load import CheckpointDownloadError
+    from mmvit3.errors import CheckpointDownloadError
     missing = url.rsplit('/', 1)[0] + '/missing.pth'
     with pytest.raises(CheckpointDownloadError, match=re.escape(missing) + '.*404'):
         CheckpointLoader.load_checkpoint(missing)
@@ -503,8 +500,7 @@ def test_nonfinite_weights_do_not_load_without_the_opt_out(tmp_path):
 
 
 def test_convert_refuses_nonfinite_weights_and_its_own_input(tmp_path):
-    from _helpers import load_tool
-    convert = load_tool('convert_checkpoint').main
+    from mmvit3.cli.convert_checkpoint import main as convert
     state = {k: v.clone() for k, v in mmvit3.ViT3(arch=dict(
         embed_dims=[32, 32, 32, 32], depths=[1, 1, 1, 1])).state_dict().items()}
     state['layers.0.blocks.0.norm1.weight'][0] = float('inf')
@@ -592,7 +588,7 @@ def test_head_layouts_must_fit_for_evaluation():
 def test_a_checkpoint_that_would_load_nothing_is_refused(tmp_path):
     """What mmengine would only warn about before evaluating the initial
     weights: no dict, no weights, or none of this model's."""
-    from mmvit3.models.checkpoint import check_has_weights
+    from mmvit3.engine import check_has_weights
     model = nn.Module()
     model.backbone = nn.Linear(2, 2)
     model.decode_head = nn.Linear(2, 2)
@@ -644,7 +640,7 @@ def test_unusable_annotation_files_are_named(tmp_path, content, match):
 def test_the_annotation_check_walks_the_config_and_can_be_turned_off(tmp_path):
     from mmengine.config import Config
 
-    from mmvit3.utils.data_check import check_annotations
+    from mmvit3.datasets import check_annotations
     (tmp_path / 'val.json').write_text('{"images": ')
     cfg = dict(default_scope='mmdet',
                val_evaluator=dict(ann_file=str(tmp_path / 'val.json')))
@@ -741,7 +737,7 @@ def test_tools_name_out_of_range_labels(demo_root, tmp_path):
 def test_out_of_memory_names_the_huge_image(tmp_path):
     from mmengine.config import Config
 
-    from mmvit3.utils.tools import out_of_memory_message
+    from mmvit3.cli.runner import out_of_memory_message
     ann = tmp_path / 'ann.json'
     images = [{'id': 0, 'file_name': 'small.jpg', 'width': 640, 'height': 480},
               {'id': 1, 'file_name': 'huge.jpg', 'width': 12000, 'height': 12000}]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from _helpers import (DET_CFG, ROOT, SEG_CFG, TrainingNote,
-                      det_data_overrides, load_tool, loader_overrides,
+                      det_data_overrides, loader_overrides,
                       rope_tables, run_tool)
 from mmengine.config import Config
 
@@ -149,7 +149,7 @@ def test_image_demo_refuses_other_arch_and_pickles(demo_root, tmp_path):
 
 
 def test_image_demo_never_writes_over_an_input(tmp_path, capsys):
-    image_demo = load_tool('image_demo')
+    from mmvit3.cli import image_demo
     folder = tmp_path / 'vis'
     folder.mkdir()
     image = folder / 'a.jpg'
@@ -164,7 +164,7 @@ def test_image_demo_never_writes_over_an_input(tmp_path, capsys):
 
 
 def test_image_demo_bad_input_is_a_clear_error(tmp_path, capsys):
-    image_demo = load_tool('image_demo')
+    from mmvit3.cli import image_demo
     cfg = str(ROOT / DET_CFG)
     missing = tmp_path / 'nothing_here.jpg'
     assert image_demo.main([str(missing), cfg, 'x.pth']) == 2

@@ -1,4 +1,4 @@
-"""mmvit3.utils.malloc: on glibc, CPU runs reuse the memory a step frees
+"""mmvit3.tuning: on glibc, CPU runs reuse the memory a step frees
 (no fresh pages to fault in, no trimming), and users can turn it off."""
 import json
 import os
@@ -9,16 +9,17 @@ import textwrap
 
 import pytest
 import torch
-from _helpers import SEG_CFG, load_tool, seg_data_overrides
+from _helpers import SEG_CFG, seg_data_overrides
 
-from mmvit3.utils import malloc, tools
+from mmvit3 import tuning as malloc
+from mmvit3.cli import runner as tools
 
 # Runs in a process of its own (mallopt is process-wide): allocates and frees
 # a 64 MiB tensor a few times, then frees a 512 MiB one; prints the page
 # faults of each allocation and the resident memory around the last free.
 PROBE = textwrap.dedent("""
     import json, resource, torch
-    from mmvit3.utils.malloc import keep_freed_memory
+    from mmvit3.tuning import keep_freed_memory
 
     def rss_mib():
         with open('/proc/self/statm') as f:
@@ -87,7 +88,7 @@ class _Stop(Exception):
 def _run_train_tool(demo_root, tmp_path):
     """tools/train.py's run on the segmentation demo: its exit status, or
     ``_Stop`` once its Runner is built."""
-    train = load_tool('train')
+    from mmvit3.cli import train
     args = train.parse_args([SEG_CFG, '--work-dir', str(tmp_path), '--cfg-options',
                              *seg_data_overrides(demo_root)])
     cfg = train.build_cfg(args)
@@ -112,6 +113,9 @@ def test_cpu_training_keeps_freed_memory(demo_root, tmp_path, monkeypatch):
 
 def test_bad_setting_stops_the_tools_before_building(demo_root, tmp_path, monkeypatch,
                                                      capsys):
+    from mmvit3.cli import train
     monkeypatch.setenv(malloc.ENV_VAR, 'fast')
-    assert _run_train_tool(demo_root, tmp_path) == 2
+    assert train.main([SEG_CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                       *seg_data_overrides(demo_root)]) == 2
     assert 'MMVIT3_MALLOC must be' in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # stopped before the Runner wrote anything

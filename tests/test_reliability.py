@@ -28,7 +28,8 @@ from mmengine.config import Config
 
 from mmvit3 import UnsafeCheckpointError, load_checkpoint_file
 from mmvit3.safe_load import mmengine_safe_globals, trust_checkpoints
-from mmvit3.utils.tools import adapt_to_cpu_distributed, config_scope
+from mmvit3.cli.common import adapt_to_cpu_distributed
+from mmvit3.config import config_scope
 
 MAX_ITERS = 4
 

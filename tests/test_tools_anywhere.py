@@ -9,8 +9,7 @@ import sys
 from _helpers import DET_CFG, ROOT, short_run_overrides, tool_env
 from mmengine.config import Config
 
-from mmvit3.utils.paths import (commands_from_here, propagate_data_root,
-                                resolve_against_repo)
+from mmvit3.cli.paths import commands_from_here, propagate_data_root, resolve_against_repo
 
 
 def run_from(cwd, *args):

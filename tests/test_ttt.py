@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmvit3.models.rope import apply_rope_2d, rope_2d_cos_sin
+from mmvit3.kernels.rope import apply_rope_2d, rope_2d_cos_sin
 from mmvit3.models.ttt import (TTTMixer, dwconv3x3_per_sample,
                                inner_train_dwconv, inner_train_swiglu,
                                normalize_columns,

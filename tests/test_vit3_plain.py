@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from mmvit3 import PlainViT3, UnsafeCheckpointError
-from mmvit3.kernels import dispatch
-from mmvit3.models.checkpoint import CheckpointMismatchError
-from mmvit3.models.plain_checkpoint import (infer_plain_arch,
-                                            plain_checkpoint_filter_fn)
+from mmvit3.errors import CheckpointMismatchError
+from mmvit3.models import PLAIN_LAYOUT, checkpoint_filter_fn, impl
 from mmvit3.models.simple_fpn import LayerNorm2d, SimpleFPN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,11 +287,11 @@ def test_impl_switch_reaches_every_block():
     model = PlainViT3(arch=SMALL)
     block = model.blocks[0]
     cpu, meta = torch.empty(1), torch.empty(1, device='meta')
-    assert dispatch.fused_forward(block, cpu) is not None  # auto: fused on CPU
-    assert dispatch.fused_forward(block, meta) is None
+    assert impl.fused_forward(block, cpu) is not None  # auto: fused on CPU
+    assert impl.fused_forward(block, meta) is None
     model.set_impl('plain')
     assert {b.impl for b in model.blocks} == {'plain'}
-    assert dispatch.fused_forward(block, cpu) is None
+    assert impl.fused_forward(block, cpu) is None
     with pytest.raises(ValueError, match='impl must be one of'):
         model.set_impl('triton')
 
@@ -379,13 +377,13 @@ def test_round_trip_through_the_released_layout(official_file, log_lines):
 
 def test_filter_reports_drops_and_keeps_the_input(official_file):
     _, ckpt = official_file
-    weights, report = plain_checkpoint_filter_fn(ckpt, PlainViT3(out_indices=(4, )))
+    weights, report = checkpoint_filter_fn(ckpt, PlainViT3(out_indices=(4, )))
     assert report.dropped == {
         'classifier head': ['head.bias', 'head.weight'],
         'final norm; the last block is not in out_indices': ['norm.bias', 'norm.weight']}
     assert report.untouched == ['norm4.weight', 'norm4.bias']
     assert len(weights) == 206 and 'head.weight' in ckpt['model']
-    assert infer_plain_arch(ckpt['model']) == dict(embed_dims=192, depth=12, num_heads=6)
+    assert PLAIN_LAYOUT.infer_arch(ckpt['model']) == dict(embed_dims=192, depth=12, num_heads=6)
 
 
 @pytest.mark.parametrize('file_arch,model_arch,match', [
@@ -395,7 +393,7 @@ def test_filter_reports_drops_and_keeps_the_input(official_file):
 ])
 def test_file_of_another_arch_is_a_clear_error(file_arch, model_arch, match):
     with pytest.raises(CheckpointMismatchError, match=match):
-        plain_checkpoint_filter_fn(classification_file(file_arch), PlainViT3(arch=model_arch))
+        checkpoint_filter_fn(classification_file(file_arch), PlainViT3(arch=model_arch))
 
 
 def test_hvit3_file_is_a_clear_error():
@@ -403,15 +401,14 @@ def test_hvit3_file_is_a_clear_error():
     sd = ViT3(arch='tiny').state_dict()
     with pytest.raises(CheckpointMismatchError,
                        match=r'holds no plain ViT3 .*entries the model lacks: layers\.'):
-        plain_checkpoint_filter_fn({'model': sd}, PlainViT3())
+        checkpoint_filter_fn({'model': sd}, PlainViT3())
 
 
 def test_convert_then_load_safely(official_file, tmp_path):
     """tools/convert_checkpoint.py reads a plain file as one (arch from the
     file), keeps the final norm, and its output loads with the safe loader
     into the same backbone as the trusted original."""
-    from _helpers import load_tool
-    convert = load_tool('convert_checkpoint').convert
+    from mmvit3.cli.convert_checkpoint import convert
     path, _ = official_file
     out = tmp_path / 'vit3_plain_tiny.pth'
     with pytest.raises(UnsafeCheckpointError, match='--trusted'):
@@ -475,7 +472,7 @@ def test_whole_detector_checkpoint_must_fit_the_plain_backbone(tmp_path):
 
     from mmvit3 import ViT3
     from mmvit3.engine.hooks import CheckpointSafetyHook
-    from mmvit3.models.checkpoint import check_model_checkpoint
+    from mmvit3.engine import check_model_checkpoint
     wider = dict(embed_dims=96, depth=3, num_heads=3)
     model = _detector(PlainViT3(arch=SMALL))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -521,7 +518,7 @@ def test_whole_detector_checkpoint_must_fit_the_plain_backbone(tmp_path):
 def test_plain_weights_with_nan_are_refused(tmp_path):
     """The plain loader refuses a file holding NaN / Inf weights, as the
     H-ViT3 one does (a diverged run's file)."""
-    from mmvit3.safe_load import NonFiniteCheckpointError
+    from mmvit3.errors import NonFiniteCheckpointError
     weights = PlainViT3(arch=SMALL).state_dict()
     weights['blocks.1.mlp.fc1.weight'][0, 0] = float('nan')
     path = tmp_path / 'diverged.pth'
@@ -714,8 +711,7 @@ def test_demo_trains_and_tests(demo_root, tmp_path, config, data, metric):
 def test_benchmark_deit_attention_written_out_equals_sdpa():
     """The two DeiT variants the benchmark times are one model: the same
     weights give the same maps, of the input's stride-16 grid."""
-    from _helpers import load_tool
-    bench = load_tool('benchmark')
+    from mmvit3 import benchmark as bench
     torch.manual_seed(0)
     sdpa = bench.build('deit-t', 'backbone').double().eval()
     naive = bench.build('deit-t-naive', 'backbone').double().eval()
@@ -736,8 +732,7 @@ def test_benchmark_deit_attention_written_out_equals_sdpa():
 
 
 def test_benchmark_plain_comparison_rows():
-    from _helpers import load_tool
-    bench = load_tool('benchmark')
+    from mmvit3 import benchmark as bench
 
     def row(model, mode, seconds, step_gib, size=(1248, 1248)):
         return dict(level='backbone', model=model, mode=mode, size=list(size),

@@ -10,74 +10,13 @@ Example::
         configs/upernet_vit3_t_ade20k.py
     python tools/get_flops.py configs/upernet_vit3_t_ade20k.py --shape 512 512
 """
-import argparse
 import os.path as osp
-import time
+import sys
 
-from mmengine.config import DictAction
-from mmengine.logging import print_log
+# tools/ run as scripts: make the repository importable without installing it
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmvit3.analysis import analyze_config, format_count
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(
-        description='Parameters and FLOPs of detector / segmentor configs')
-    parser.add_argument('configs', nargs='+', metavar='CONFIG',
-                        help='config file(s)')
-    parser.add_argument(
-        '--shape', type=int, nargs='+', metavar=('H', 'W'),
-        help='input height and width (one value: square); defaults: '
-        '800 1280 for detectors, 512 2048 for segmentors')
-    parser.add_argument(
-        '--show-modules', type=int, default=0, metavar='DEPTH',
-        help='also print the FLOPs of the modules down to this depth')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of every config, key=value pairs '
-        '(as in tools/train.py)')
-    args = parser.parse_args()
-    if args.shape is not None:
-        if len(args.shape) == 1:
-            args.shape = args.shape * 2
-        if len(args.shape) != 2:
-            parser.error('--shape takes H W (or one value for a square)')
-    return args
-
-
-def main():
-    args = parse_args()
-    rows = []
-    for i, config in enumerate(args.configs, 1):
-        print_log(f'[{i}/{len(args.configs)}] {config} ...', logger='current')
-        start = time.time()
-        res = analyze_config(config, args.shape, args.cfg_options)
-        rows.append(res)
-        print_log(f'[{i}/{len(args.configs)}] {config}: params '
-                  f'{res.params / 1e6:.2f}M, FLOPs {res.flops / 1e9:.1f}G'
-                  f' ({time.time() - start:.0f} s)', logger='current')
-        if args.show_modules:
-            for name, flops in res.by_module.items():
-                depth = name.count('.') + 1 if name else 0
-                if depth <= args.show_modules and flops:
-                    print(f'    {name or "(total)":<50} {format_count(flops)}')
-
-    header = ('config', 'input (h, w)', 'params', 'FLOPs')
-    table = [(osp.basename(r.name), f'{r.shape[0]}x{r.shape[1]}',
-              f'{r.params / 1e6:.2f}M', f'{r.flops / 1e9:.1f}G') for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
-    line = '-+-'.join('-' * w for w in widths)
-    fmt = ' | '.join(f'{{:{"<" if j == 0 else ">"}{w}}}'
-                     for j, w in enumerate(widths))
-    print(line)
-    print(fmt.format(*header))
-    print(line)
-    for row in table:
-        print(fmt.format(*row))
-    print(line)
-    print('FLOPs: multiply-adds of one forward pass (mmengine FlopAnalyzer, '
-          'default op handles, as the paper\'s figures).')
-
+from mmvit3.cli.get_flops import main  # noqa: E402
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

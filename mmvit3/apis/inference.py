@@ -15,54 +15,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 from mmengine.utils import mkdir_or_exist, scandir
 
-from ..models.checkpoint import (CheckpointMismatchError,
-                                 check_model_checkpoint)
+from ..engine.fit import check_model_checkpoint
+from ..errors import OutputOverwritesInputError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
-
-class OutputOverwritesInputError(ValueError):
-    """An output file of the run would replace one of its input images."""
-
-
-def _listed(keys, limit=5):
-    keys = sorted(keys)
-    return ', '.join(keys[:limit]) + (f' ... ({len(keys)} in all)'
-                                      if len(keys) > limit else '')
-
-
-def check_complete_checkpoint(model, checkpoint) -> None:
-    """Refuse a checkpoint that does not hold exactly the model's weights
-    (inference needs every one): entries missing, of other shapes, or not
-    in the model, e.g. a detector's checkpoint in a segmentation config.
-    The backbone's fixed-size ``rope.rotations`` tables, which it drops on
-    load, are not counted.
-
-    Raises:
-        CheckpointMismatchError: Naming the first mismatches.
-    """
-    state = checkpoint.get('state_dict', checkpoint) \
-        if isinstance(checkpoint, dict) else {}
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in state.items() if hasattr(v, 'shape')}
-    if not state:
-        return
-    wanted = {k: v.shape for k, v in model.state_dict().items()}
-    missing = wanted.keys() - state.keys()
-    extra = {k for k in state.keys() - wanted.keys()
-             if not k.endswith('rope.rotations')}
-    shapes = {k for k in wanted.keys() & state.keys()
-              if tuple(state[k].shape) != tuple(wanted[k])}
-    if not (missing or extra or shapes):
-        return
-    parts = [f'{what}: {_listed(keys)}' for what, keys in (
-        ('missing', missing), ('not in the model', extra),
-        ('of other shapes', shapes)) if keys]
-    raise CheckpointMismatchError(
-        'The checkpoint does not fit the model of the config (trained for '
-        'another task, arch or number of classes?); entries ' +
-        '; '.join(parts) + '. Use the config it was trained with (saved '
-        'beside it in the work dir).')
 
 
 def list_images(inputs: str) -> List[str]:
@@ -103,16 +59,16 @@ def demo_outputs(images: Sequence[str], out_dir: str, scope: str,
 
 def _checked(cls):
     """``cls`` (an inferencer class) with the checkpoint checked against the
-    built model first (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`,
-    :func:`check_complete_checkpoint`) and, for segmentation, label maps named after their images."""
+    built model first (:func:`~mmvit3.engine.fit.check_model_checkpoint`,
+    complete: inference needs every weight) and, for segmentation, label
+    maps named after their images."""
 
     class Checked(cls):
         save_preds = False
 
         def _load_weights_to_model(self, model, checkpoint, cfg):
             if checkpoint is not None:
-                check_model_checkpoint(model, checkpoint)  # names the arch
-                check_complete_checkpoint(model, checkpoint)
+                check_model_checkpoint(model, checkpoint, complete=True)
             super()._load_weights_to_model(model, checkpoint, cfg)
 
         def postprocess(self, preds, visualization, return_datasample=False,
@@ -140,10 +96,10 @@ def build_inferencer(cfg, checkpoint: str, scope: str, device: str = 'cpu'):
     """The library's inferencer for ``cfg`` (a Config) and ``checkpoint``.
 
     Raises:
-        mmvit3.models.checkpoint.CheckpointMismatchError: The checkpoint
-            does not fit the model (another arch or task).
-        mmvit3.UnsafeCheckpointError: The file holds pickled objects and
-            loading was not opted into.
+        mmvit3.errors.CheckpointMismatchError: The checkpoint does not fit
+            the model (another arch or task).
+        mmvit3.errors.UnsafeCheckpointError: The file holds pickled objects
+            and loading was not opted into.
     """
     if scope == 'mmdet':
         from mmdet.apis import DetInferencer as Inferencer

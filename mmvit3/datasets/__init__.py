@@ -1,12 +1,17 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Data pipeline pieces (mmcv / mmengine only)."""
-from .hooks import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
-from .transforms import (CHECKED_LOADER, BadImageError,
-                         LoadImageFromFileChecked, image_bytes_problem,
+"""Data: the checked image loader (:mod:`.transforms`), the checks of a
+config's data (:mod:`.check`) and the one walker through dataset wrappers
+(:mod:`.walk`). mmcv / mmengine only; mmdet and mmseg are imported only by
+the checks that build a library's dataset."""
+from .check import (check_annotations, check_coco_file, check_data, check_seg_labels,
+                    dataset_paths, largest_images)
+from .transforms import (CHECKED_LOADER, LoadImageFromFileChecked, image_bytes_problem,
                          use_checked_image_loading, use_checked_loaders)
+from .walk import leaf_datasets, split_datasets, split_metrics
 
 __all__ = [
-    'CHECKED_LOADER', 'CHECKED_LOADING_HOOK', 'BadImageError',
-    'CheckedImageLoadingHook', 'LoadImageFromFileChecked',
-    'image_bytes_problem', 'use_checked_image_loading', 'use_checked_loaders'
+    'check_annotations', 'check_coco_file', 'check_data', 'check_seg_labels',
+    'dataset_paths', 'largest_images', 'CHECKED_LOADER', 'LoadImageFromFileChecked',
+    'image_bytes_problem', 'use_checked_image_loading', 'use_checked_loaders',
+    'leaf_datasets', 'split_datasets', 'split_metrics'
 ]

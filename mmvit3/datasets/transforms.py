@@ -8,13 +8,14 @@ fills the missing rows with grey and only prints "Premature end of JPEG
 file" to stderr, so the model trains on a half-grey image. A file that is
 not an image at all fails with an assertion or an ``AttributeError`` deep in
 the pipeline. :class:`LoadImageFromFileChecked` takes the same arguments and
-instead raises :class:`BadImageError` naming the file and the problem (a
-truncated JPEG or PNG is recognised from its structure, before decoding);
+instead raises :class:`~mmvit3.errors.BadImageError` naming the file and the
+problem (a truncated JPEG or PNG is recognised from its structure, before
+decoding);
 with ``skip_bad_images=True`` it returns ``None`` with a warning naming the
 file, and mmengine's ``BaseDataset`` draws another sample (training only:
 evaluation needs every image).
 
-:class:`~mmvit3.datasets.CheckedImageLoadingHook` (named in the recipes'
+:class:`~mmvit3.engine.CheckedImageLoadingHook` (named in the recipes'
 ``custom_hooks``, and added by ``tools/train.py`` / ``tools/test.py`` to any
 config) puts it in place of ``LoadImageFromFile`` in the *built* datasets at
 the start of a run (:func:`use_checked_loaders`), so the configs, and the
@@ -34,8 +35,9 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 
-from ..utils.config_tree import typed_dicts
-from ..utils.data_check import _leaf_datasets
+from ..config import typed_dicts
+from ..errors import BadImageError
+from .walk import split_datasets
 
 #: The registered name of :class:`LoadImageFromFileChecked`.
 CHECKED_LOADER = 'LoadImageFromFileChecked'
@@ -48,19 +50,6 @@ SKIP_HINT = ('To skip bad images during training instead (each with a '
              'warning), set skip_bad_images = True in the config, e.g. '
              'tools/train.py CONFIG --cfg-options skip_bad_images=True; '
              'evaluation always needs every image.')
-
-
-class BadImageError(OSError):
-    """An image file of a dataset cannot be read or decoded, or is cut
-    short. ``path`` is the file (None after a DataLoader worker re-raised
-    it: the path is in the message)."""
-
-    def __init__(self, message: str, path: Optional[str] = None):
-        super().__init__(message)
-        self.path = path
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def _jpeg_problem(data: bytes) -> Optional[str]:
@@ -120,8 +109,8 @@ def image_bytes_problem(data: bytes) -> Optional[str]:
 class LoadImageFromFileChecked(LoadImageFromFile):
     """Load an image from file, as mmcv's ``LoadImageFromFile``, but a bad
     file (missing, unreadable, empty, truncated, not an image) raises
-    :class:`BadImageError` naming it, or with ``skip_bad_images`` is skipped
-    with a warning naming it.
+    :class:`~mmvit3.errors.BadImageError` naming it, or with
+    ``skip_bad_images`` is skipped with a warning naming it.
 
     Required Keys:
 
@@ -267,7 +256,7 @@ def use_checked_loaders(dataset: Any, skip_bad_images: bool = False) -> int:
     through wrappers: ``dataset`` / ``datasets`` attributes), in place,
     with the loader's own settings.
 
-    This is what :class:`~mmvit3.datasets.CheckedImageLoadingHook` does at
+    This is what :class:`~mmvit3.engine.CheckedImageLoadingHook` does at
     the start of a run, so that the config (and the copy of it stored in
     work dirs and checkpoints) keeps the libraries' ``LoadImageFromFile``,
     which the inferencers look for.
@@ -316,7 +305,7 @@ def use_checked_image_loading(cfg: Any,
 
     Not for a config that is saved or run by a Runner: the inferencers
     look for ``LoadImageFromFile`` in a saved config; runs get checked
-    loading from :class:`~mmvit3.datasets.CheckedImageLoadingHook`, which
+    loading from :class:`~mmvit3.engine.CheckedImageLoadingHook`, which
     leaves the config as it is.
 
     Args:
@@ -333,8 +322,7 @@ def use_checked_image_loading(cfg: Any,
         skip_bad_images = bool(cfg.get('skip_bad_images', False))
     count = 0
     for split in ('train', 'val', 'test'):
-        loader = cfg.get(f'{split}_dataloader') or {}
-        for _, dataset in _leaf_datasets(loader.get('dataset'), split):
+        for _, dataset in split_datasets(cfg, split):
             count += _replace_loaders(
                 dataset.get('pipeline'), skip_bad_images and split == 'train')
     count += _replace_loaders(cfg.get('tta_pipeline'), False)

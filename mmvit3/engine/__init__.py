@@ -1,29 +1,31 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""What mmvit3 adds to a run (mmengine only): safe checkpoint policy and
-saving, one run per work dir, a stop on non-finite losses. Registered in
-mmengine's root ``HOOKS`` (found from the mmdet / mmseg scopes through
-their parent registry) by :func:`mmvit3.registration.register_hooks`."""
-from .checkpointing import (SafeCheckpointHook, atomic_write_text,
-                            checkpoint_problem, find_resumable_checkpoint)
-from .hooks import (LOCK_NAME, CheckpointSafetyHook, DataCheckHook,
-                    NonFiniteLossError, hold_work_dir, release_work_dir,
-                    NonFiniteLossHook, WorkDirBusyError, WorkDirLockHook)
+"""What mmvit3 adds to a run, as mmengine hooks that work through any tool
+that builds a Runner: checked image loading, safe checkpoint policy and
+saving, the fit of a checkpoint to its model, one run per work dir, a stop
+on non-finite losses and a check of the annotations.
+:mod:`mmvit3.registration` puts the hooks into the registries."""
+from .checkpointing import (SafeCheckpointHook, atomic_write_text, checkpoint_problem,
+                            find_resumable_checkpoint)
+from .fit import check_has_weights, check_model_checkpoint
+from .hooks import CheckpointSafetyHook, DataCheckHook, NonFiniteLossHook
+from .image_hook import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
+from .workdir import LOCK_NAME, WorkDirLockHook, hold_work_dir, release_work_dir
 
 #: The hooks tools/train.py and tools/test.py give a run (they check the data
 #: themselves, before building; configs/_base_/mmvit3_runtime.py also names
 #: DataCheckHook for the libraries' own tools).
 RUN_HOOKS = ('CheckpointSafetyHook', 'WorkDirLockHook', 'NonFiniteLossHook')
+#: mmvit3's hooks for mmengine's root ``HOOKS``, by registered name.
 HOOK_CLASSES = {
-    'SafeCheckpointHook': SafeCheckpointHook,
-    'CheckpointSafetyHook': CheckpointSafetyHook,
-    'WorkDirLockHook': WorkDirLockHook,
-    'NonFiniteLossHook': NonFiniteLossHook,
-    'DataCheckHook': DataCheckHook,
+    cls.__name__: cls
+    for cls in (SafeCheckpointHook, CheckpointSafetyHook, WorkDirLockHook, NonFiniteLossHook,
+                DataCheckHook)
 }
 
 __all__ = [
     'SafeCheckpointHook', 'atomic_write_text', 'checkpoint_problem',
-    'find_resumable_checkpoint', 'LOCK_NAME', 'CheckpointSafetyHook',
-    'NonFiniteLossError', 'NonFiniteLossHook', 'WorkDirBusyError',
-    'WorkDirLockHook', 'DataCheckHook', 'hold_work_dir', 'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES'
+    'find_resumable_checkpoint', 'check_has_weights', 'check_model_checkpoint',
+    'CheckpointSafetyHook', 'DataCheckHook', 'NonFiniteLossHook', 'CHECKED_LOADING_HOOK',
+    'CheckedImageLoadingHook', 'LOCK_NAME', 'WorkDirLockHook', 'hold_work_dir',
+    'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES'
 ]

@@ -10,29 +10,27 @@ mmdet's / mmseg's own tools).
   readable checkpoint when ``last_checkpoint`` does not name one; a
   checkpoint that does not fit the model refused before it loads; mmengine's
   ``CheckpointHook`` upgraded to :class:`SafeCheckpointHook`.
-* :class:`WorkDirLockHook`: one training run per work dir.
+* :class:`DataCheckHook`: annotations and label maps checked before the
+  run.
 * :class:`NonFiniteLossHook`: a NaN / Inf loss stops training.
 """
-import atexit
 import logging
 import math
-import os
 import os.path as osp
-import socket
-import time
 from typing import Optional
 
 import torch
-from mmengine.dist import all_reduce, get_world_size, is_main_process
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop
 
-from ..models.checkpoint import (CheckpointMismatchError, check_has_weights,
-                                 check_model_checkpoint)
 from .. import safe_load
+from ..datasets import check_coco_file, check_seg_labels, leaf_datasets
+from ..errors import CheckpointMismatchError, NonFiniteLossError
 from .checkpointing import SafeCheckpointHook, find_resumable_checkpoint
+from .fit import check_has_weights, check_model_checkpoint
 
 
 def _training(runner) -> bool:
@@ -60,7 +58,7 @@ class CheckpointSafetyHook(Hook):
 
     After a checkpoint is read and before it is loaded: one that does not
     fit the model (another arch, task or head layout) is refused
-    (:func:`~mmvit3.models.checkpoint.check_model_checkpoint`; strict, entry
+    (:func:`~mmvit3.engine.fit.check_model_checkpoint`; strict, entry
     by entry, except for ``load_from`` in training, where heads of other
     shapes are skipped by mmengine for fine-tuning);
     ``allow_partial_checkpoint = True`` turns the check off.
@@ -111,117 +109,6 @@ class CheckpointSafetyHook(Hook):
             raise CheckpointMismatchError(
                 f'{source}: {err} (To load what fits anyway: '
                 f'allow_partial_checkpoint = True in the config.)') from None
-
-
-class WorkDirBusyError(RuntimeError):
-    """Another live training run holds the work dir."""
-
-
-LOCK_NAME = '.mmvit3_train.lock'
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-#: The lock this process holds (path), released at exit.
-_HELD = {}
-
-
-def hold_work_dir(work_dir: str) -> str:
-    """Take ``WORK_DIR/.mmvit3_train.lock`` for this process (pid, host,
-    start time), creating the folder; a lock of a process that is gone is
-    taken over with a message. Idempotent; released at exit or by
-    :func:`release_work_dir`; the lock's path.
-
-    Raises:
-        WorkDirBusyError: A live process (or one on another host) holds it.
-    """
-    path = osp.abspath(osp.join(work_dir, LOCK_NAME))
-    if path in _HELD:
-        return path
-    os.makedirs(work_dir, exist_ok=True)
-    host = socket.gethostname()
-    mine = f'{os.getpid()} {host} {time.strftime("%Y-%m-%d %H:%M:%S")}\n'
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                with open(path) as f:
-                    parts = f.read().split()
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            pid = int(parts[0]) if parts and parts[0].isdigit() else -1
-            other_host = parts[1] if len(parts) > 1 else host
-            started = ' '.join(parts[2:4]) or 'at an unknown time'
-            if pid == os.getpid() and other_host == host:
-                break
-            if other_host != host or (pid > 0 and _alive(pid)):
-                where = f'pid {pid}' + (f' on {other_host}' if other_host != host else '')
-                raise WorkDirBusyError(
-                    f'The work dir {work_dir} is in use by another training '
-                    f'run ({where}, started {started}): two runs there would '
-                    f'overwrite each other\'s checkpoints. Use another '
-                    f'--work-dir, or wait for that run to end. If no such run '
-                    f'is alive, delete {path}.')
-            print_log(f'Taking over the lock {path} of a run that is gone '
-                      f'(pid {pid}, started {started}).', logger='current',
-                      level=logging.WARNING)
-            os.remove(path)
-            continue
-        with os.fdopen(fd, 'w') as f:
-            f.write(mine)
-        break
-    _HELD[path] = True
-    if len(_HELD) == 1:
-        atexit.register(release_work_dir)
-    return path
-
-
-def release_work_dir(path: Optional[str] = None) -> None:
-    """Remove the lock ``path`` (default: every lock) this process holds."""
-    for held in [path] if path else list(_HELD):
-        if _HELD.pop(held, None) is None:
-            continue
-        try:
-            with open(held) as f:
-                parts = f.read().split()
-            if parts and parts[0] == str(os.getpid()):
-                os.remove(held)
-        except OSError:
-            pass
-
-
-class WorkDirLockHook(Hook):
-    """Refuse a second training run on a work dir that a live run holds,
-    instead of letting both write the same checkpoints
-    (:func:`hold_work_dir` before training, released when the run ends).
-    ``tools/train.py`` takes the lock before the Runner is built, so that
-    not even the config dump of a live run is replaced. Main process only."""
-    priority = 'VERY_HIGH'
-
-    def __init__(self) -> None:
-        self._path: Optional[str] = None
-
-    def before_train(self, runner) -> None:
-        if is_main_process():
-            self._path = hold_work_dir(runner.work_dir)
-
-    def after_run(self, runner) -> None:
-        if self._path:
-            release_work_dir(self._path)
-            self._path = None
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss was NaN / Inf for too many iterations."""
 
 
 class NonFiniteLossHook(Hook):
@@ -291,56 +178,42 @@ class NonFiniteLossHook(Hook):
             "custom_hooks=[dict(type='NonFiniteLossHook', patience=N)].")
 
 
-def _leaf_datasets(dataset):
-    """The datasets inside wrappers (``dataset`` / ``datasets``)."""
-    inner = getattr(dataset, 'datasets', None)
-    if isinstance(inner, (list, tuple)):
-        for d in inner:
-            yield from _leaf_datasets(d)
-        return
-    inner = getattr(dataset, 'dataset', None)
-    if inner is not None and not isinstance(inner, (str, dict)):
-        yield from _leaf_datasets(inner)
-        return
-    yield dataset
-
-
 class DataCheckHook(Hook):
     """Check the annotations of the run's built datasets before it starts,
     for mmdet's / mmseg's own tools (``tools/train.py`` and ``tools/test.py``
-    check them before building, and this hook then does nothing): COCO
-    files' dropped annotations as counted warnings, segmentation label maps
-    (:func:`~mmvit3.utils.data_check.check_seg_labels`) as errors."""
+    check them before building and set ``done``, so that this hook does
+    nothing): COCO files' dropped annotations as counted warnings,
+    segmentation label maps (:func:`~mmvit3.datasets.check_seg_labels`) as
+    errors."""
     priority = 'VERY_HIGH'
 
+    def __init__(self) -> None:
+        self.done = False
+
     def before_run(self, runner) -> None:
-        from ..utils import data_check
-        if data_check.ANNOTATIONS_CHECKED[0] or \
-                runner.cfg.get('check_annotations', True) is False:
+        if self.done or runner.cfg.get('check_annotations', True) is False:
             return
         for mode in ('train', 'val', 'test'):
             loop = getattr(runner, f'_{mode}_loop', None)
             if not isinstance(loop, BaseLoop):
                 continue
-            for dataset in _leaf_datasets(loop.dataloader.dataset):
+            for _, dataset in leaf_datasets(loop.dataloader.dataset):
                 self._check(dataset, mode == 'train')
 
     @staticmethod
     def _check(dataset, training: bool) -> None:
-        from ..utils import data_check
         ann_file = getattr(dataset, 'ann_file', '') or ''
         meta = getattr(dataset, 'metainfo', {}) or {}
         if ann_file.endswith('.json') and osp.isfile(ann_file):
             filter_cfg = getattr(dataset, 'filter_cfg', None) if training else None
-            for line in data_check.check_coco_file(ann_file, meta.get('classes'),
-                                                   filter_cfg):
+            for line in check_coco_file(ann_file, meta.get('classes'), filter_cfg):
                 print_log(line, logger='current', level=logging.WARNING)
         elif hasattr(dataset, 'seg_map_suffix') and \
                 not getattr(dataset, 'label_map', None):
             pairs = [(info['img_path'], info['seg_map_path'])
                      for info in map(dataset.get_data_info, range(len(dataset)))
                      if info.get('seg_map_path')]
-            data_check.check_seg_labels(
+            check_seg_labels(
                 pairs, len(meta.get('classes', ())),
                 bool(getattr(dataset, 'reduce_zero_label', False)),
                 getattr(dataset, 'ignore_index', 255))

@@ -1,7 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Helpers the fused kernels share: token/grid views, the autocast dtype,
-standard-strided weight gradients, the ReLU's gradient and the convolution
-ops' saved inputs."""
+standard-strided weight gradients, the ReLU's gradient, and the convolution
+ops' saved inputs and calls."""
 from typing import Optional, Tuple
 
 import torch
@@ -64,3 +64,14 @@ def conv_setup_context(ctx, inputs, output) -> None:
     x, weight, bias, stride, padding, relu = inputs
     ctx.save_for_backward(x, weight, output if relu else None)
     ctx.meta = (stride, padding, bias is not None)
+
+
+def call_conv_op(op, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 stride: int, padding: int, relu: bool) -> torch.Tensor:
+    """A convolution op ``(x, weight, bias, stride, padding, relu)`` in the
+    dtype autocast would give a convolution (or ``x``'s without autocast),
+    with autocast off inside."""
+    dtype = autocast_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return op(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
+                  stride, padding, relu)

@@ -1,6 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """CPU (oneDNN) tuning of the dense convolutions of the H-ViT³ stem and
-patch merging; used on CPU only (see :mod:`.blocks`).
+patch merging, as the custom op ``mmvit3::conv2d_cpu``; used on CPU only
+(:mod:`mmvit3.models.fused` binds it).
 
 Measured with torch 2.13 on a 2-core x86 CPU (the stem at 800x1344): a 3x3
 convolution's forward is 1.4-1.9x faster with channels-last tensors and its
@@ -18,9 +19,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from .common import autocast_dtype, conv_setup_context, relu_backward
+from .common import call_conv_op, conv_setup_context, relu_backward
 
 _CL = torch.channels_last
 
@@ -106,60 +106,7 @@ _conv2d_cpu.register_autograd(_conv_grad, setup_context=conv_setup_context)
 
 def conv2d_cpu(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, padding: int,
                relu: bool = False) -> Tensor:
-    """``mmvit3::conv2d_cpu`` in the dtype autocast would give it (or ``x``'s
-    without autocast)."""
-    dtype = autocast_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return torch.ops.mmvit3.conv2d_cpu(x.to(dtype), weight.to(dtype),
-                                           None if bias is None else bias.to(dtype), stride,
-                                           padding, relu)
-
-
-def conv_args(conv: torch.nn.Conv2d) -> Tuple[int, int]:
-    """``(stride, padding)`` of a convolution :func:`conv2d_cpu` can run
-    (ungrouped, undilated, square stride and padding, zero padding mode), or
-    raise ``ValueError``."""
-    stride, padding = conv.stride, conv.padding
-    if (conv.groups != 1 or conv.dilation != (1, 1) or stride[0] != stride[1]
-            or isinstance(padding, str) or padding[0] != padding[1]
-            or conv.padding_mode != 'zeros'):
-        raise ValueError(f'conv2d_cpu cannot run {conv}')
-    return stride[0], padding[0]
-
-
-def fold_norm(conv: torch.nn.Conv2d,
-              bn: Optional[torch.nn.Module]) -> Optional[Tuple[Tensor, Tensor]]:
-    """``conv``'s weight and bias with an eval-mode BatchNorm folded in
-    (``bn(conv(x)) == conv'(x)``), or None when ``bn`` is not one."""
-    if not isinstance(bn, _BatchNorm) or bn.training or bn.running_mean is None:
-        return None
-    scale = torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
-    bias = bias * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias
-    return conv.weight * scale.view(-1, 1, 1, 1), bias
-
-
-def norm_act(m: torch.nn.Module, x: Tensor) -> Tensor:
-    """The norm and activation of a ``ConvBNAct`` ``m`` after its convolution."""
-    if m.norm is not None:
-        x = m.norm(x)
-    if m.act is not None:
-        x = m.act(x)
-    return x
-
-
-def conv_bn_act(m: torch.nn.Module, x: Tensor) -> Tensor:
-    """A ``ConvBNAct`` ``m`` through :func:`conv2d_cpu`, with an eval-mode
-    BatchNorm folded into the convolution when no gradient is recorded, and
-    the ReLU in the op where no norm comes between."""
-    stride, padding = conv_args(m.conv)
-    folded = None if torch.is_grad_enabled() else fold_norm(m.conv, m.norm)
-    weight, bias, norm = (m.conv.weight, m.conv.bias, m.norm) if folded is None else (
-        *folded, None)
-    if norm is None:
-        return conv2d_cpu(x, weight, bias, stride, padding, relu=m.act is not None)
-    return norm_act(m, conv2d_cpu(x, weight, bias, stride, padding))
+    """``conv2d(x, weight, bias, stride, padding)`` (ungrouped, zero
+    padding), then ReLU if ``relu``, through ``mmvit3::conv2d_cpu`` in the
+    dtype autocast would give it (or ``x``'s without autocast)."""
+    return call_conv_op(torch.ops.mmvit3.conv2d_cpu, x, weight, bias, stride, padding, relu)

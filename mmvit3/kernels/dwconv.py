@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import autocast_dtype, conv_setup_context, relu_backward, with_standard_strides
+from .common import call_conv_op, conv_setup_context, relu_backward, with_standard_strides
 
 _CL = torch.channels_last
 
@@ -84,17 +84,10 @@ def _grad(ctx, grad):
 _dwconv2d.register_autograd(_grad, setup_context=conv_setup_context)
 
 
-def dwconv2d(x: Tensor, conv: torch.nn.Conv2d, relu: bool = False) -> Tensor:
-    """The depth-wise convolution ``conv`` (square stride and padding) on the
+def dwconv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int = 1,
+             padding: int = 1, relu: bool = False) -> Tensor:
+    """The depth-wise convolution with ``weight`` (C, 1, k, k) on the
     channels-last map ``x``, then ReLU if ``relu``, through
-    ``mmvit3::dwconv2d``, in the dtype autocast would give it (or ``x``'s
+    ``mmvit3::dwconv2d`` in the dtype autocast would give it (or ``x``'s
     without autocast)."""
-    if (conv.groups != conv.in_channels or conv.out_channels != conv.in_channels
-            or conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]
-            or conv.dilation != (1, 1) or conv.padding_mode != 'zeros'):
-        raise ValueError(f'dwconv2d cannot run {conv}')
-    dtype = autocast_dtype(x)
-    bias = None if conv.bias is None else conv.bias.to(dtype)
-    with torch.autocast(x.device.type, enabled=False):
-        return torch.ops.mmvit3.dwconv2d(x.to(dtype), conv.weight.to(dtype), bias,
-                                         conv.stride[0], conv.padding[0], relu)
+    return call_conv_op(torch.ops.mmvit3.dwconv2d, x, weight, bias, stride, padding, relu)

@@ -90,15 +90,16 @@ def _mlp_tail_grad(ctx, grad):
 _mlp_tail.register_autograd(_mlp_tail_grad, setup_context=_mlp_tail_setup)
 
 
-def mlp_tail(x: Tensor, dwc: torch.nn.Conv2d, fc2: torch.nn.Linear, hw_shape) -> Tensor:
+def mlp_tail(x: Tensor, dw_weight: Tensor, dw_bias: Tensor, fc2_weight: Tensor,
+             fc2_bias: Tensor, hw_shape) -> Tensor:
     """``fc2(gelu(a + dwc(a)))``, ``a = gelu(x)``, through ``mmvit3::mlp_tail``
     in the dtype autocast would give its convolution and linear layer (the
     weights cast to it, as autocast does), or in ``x``'s dtype."""
     dtype = autocast_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return torch.ops.mmvit3.mlp_tail(
-            x.to(dtype).contiguous(), dwc.weight.to(dtype), dwc.bias.to(dtype),
-            fc2.weight.to(dtype), fc2.bias.to(dtype), hw_shape[0], hw_shape[1])
+            x.to(dtype).contiguous(), dw_weight.to(dtype), dw_bias.to(dtype),
+            fc2_weight.to(dtype), fc2_bias.to(dtype), hw_shape[0], hw_shape[1])
 
 
 # ---------------------------------------------------------------------------
@@ -159,12 +160,13 @@ def _lnl_grad(ctx, grad, *unused):
 _layer_norm_linear.register_autograd(_lnl_grad, setup_context=_lnl_setup)
 
 
-def layer_norm_linear(x: Tensor, norm: torch.nn.LayerNorm, linear: torch.nn.Linear) -> Tensor:
-    """``linear(norm(x))`` through ``mmvit3::layer_norm_linear``: the norm in
-    ``x``'s dtype (float32 under autocast, as autocast runs layer_norm), the
-    linear layer in autocast's dtype."""
+def layer_norm_linear(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, eps: float,
+                      weight: Tensor, bias: Tensor) -> Tensor:
+    """``linear(layer_norm(x))`` through ``mmvit3::layer_norm_linear``: the
+    norm in ``x``'s dtype (float32 under autocast, as autocast runs
+    layer_norm), the linear layer in autocast's dtype."""
     dtype = autocast_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
-        return torch.ops.mmvit3.layer_norm_linear(
-            x.contiguous(), norm.weight, norm.bias, float(norm.eps), linear.weight.to(dtype),
-            linear.bias.to(dtype))[0]
+        return torch.ops.mmvit3.layer_norm_linear(x.contiguous(), norm_weight, norm_bias,
+                                                  float(eps), weight.to(dtype),
+                                                  bias.to(dtype))[0]

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.rope import rope_2d_cos_sin
 from .common import grid, tokens
+from .rope import rope_2d_cos_sin
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
-from .rope import apply_rope_2d, rope_2d_cos_sin
+from ..kernels.rope import apply_rope_2d, rope_2d_cos_sin
 
 #: Channels per head, and width of inner module 2, in H-ViT³ (d = 32).
 HEAD_DIM = 32

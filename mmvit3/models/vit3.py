@@ -8,103 +8,27 @@ the authors' released files, so their checkpoints load without renaming.
 
 What is written here is the model and what runs without fused kernels. The
 stem, the patch merging and the block each ask
-:func:`mmvit3.kernels.dispatch.fused_forward` whether a fused implementation
-of the same computation runs instead (``impl``, see :class:`ViT3`).
+:func:`mmvit3.models.impl.fused_forward` whether a fused implementation of
+the same computation runs instead (``impl``, see :class:`ViT3`).
 
 This module needs torch, mmengine and mmcv only; it never imports mmdet or
 mmseg (``mmvit3.registration`` puts it into their registries).
 """
-import copy
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..kernels import dispatch
-from .rope import ROPE_TABLE_KEY, ROPE_TABLE_REASON
-from .ttt import HEAD_DIM, TTTMixer
-
-HWShape = Tuple[int, int]
-
-
-def tokens_to_grid(x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-    """``(B, N, C)`` tokens -> ``(B, C, h, w)`` feature map, contiguous (a
-    channels-last view would give the depth-wise convolutions' weights
-    gradients of another layout than the weights', which DDP warns about
-    and copies every step)."""
-    b, n, c = x.shape
-    h, w = hw_shape
-    if n != h * w:
-        raise ValueError(f'{n} tokens do not fill a {h}x{w} grid')
-    return x.transpose(1, 2).reshape(b, c, h, w).contiguous()
-
-
-def grid_to_tokens(x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
-    """``(B, C, h, w)`` feature map -> ``(B, N, C)`` tokens and ``(h, w)``.
-
-    Written as a permute, not ``flatten(2).transpose(1, 2)``: at batch 1 the
-    latter hands a BatchNorm before it a gradient of batch stride ``C``, for
-    which torch's CPU BatchNorm backward (2.13) computes wrong gradients."""
-    b, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, c), (h, w)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad ``(B, C, H, W)`` on the right and bottom to multiples of
-    ``multiple`` (always a pad, of zero where nothing is missing, so that
-    exported graphs keep H and W symbolic)."""
-    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple))
-
-
-class ConvBNAct(nn.Module):
-    """Conv2d -> norm (if ``norm_cfg``) -> ReLU (if ``act``), named
-    ``conv`` / ``norm`` as in the released checkpoints.
-
-    Args:
-        in_channels (int): Input channels.
-        out_channels (int): Output channels.
-        kernel_size (int): Kernel size.
-        stride (int): Stride. Defaults to 1.
-        padding (int): Zero padding. Defaults to 0.
-        groups (int): Convolution groups. Defaults to 1.
-        bias (bool): Whether the convolution has a bias. Defaults to False.
-        norm_cfg (dict, optional): Norm layer config, None for no norm.
-            Defaults to ``dict(type='BN')``.
-        act (bool): Whether a ReLU follows. Defaults to True.
-    """
-
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: int,
-                 stride: int = 1,
-                 padding: int = 0,
-                 groups: int = 1,
-                 bias: bool = False,
-                 norm_cfg: Optional[dict] = dict(type='BN'),
-                 act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding, groups=groups, bias=bias)
-        self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else None
-        self.act = nn.ReLU(inplace=True) if act else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.act is not None:
-            x = self.act(x)
-        return x
+from .base import BackboneBase
+from .blocks import ViT3Block
+from .impl import check_impl, fused_forward
+from .layers import ConvBNAct, HWShape, grid_to_tokens, pad_to_multiple, tokens_to_grid
+from .ttt import HEAD_DIM
+from .weights import ROPE_TABLE_KEY, ROPE_TABLE_REASON, VIT3_LAYOUT
 
 
 class ConvStem(BaseModule):
@@ -128,7 +52,7 @@ class ConvStem(BaseModule):
                  impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.impl = dispatch.check_impl(impl)
+        self.impl = check_impl(impl)
         half = embed_dims // 2
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, half, 3, 2, 1, norm_cfg=norm_cfg),
@@ -139,7 +63,7 @@ class ConvStem(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
         """``(B, 3, H, W)`` image -> ``(B, N, C0)`` tokens and ``(ceil(H/4), ceil(W/4))``."""
-        fused = dispatch.fused_forward(self, x)
+        fused = fused_forward(self, x)
         if fused is not None:
             return fused(self, x)
         x = self.conv(pad_to_multiple(x, 4))  # (B, C0, H/4, W/4)
@@ -169,7 +93,7 @@ class PatchMerging(BaseModule):
                  impl: str = 'auto',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.impl = dispatch.check_impl(impl)
+        self.impl = check_impl(impl)
         hidden = expand_ratio * out_channels
         self.conv = nn.Sequential(
             ConvBNAct(in_channels, hidden, 1, bias=True, norm_cfg=None),
@@ -181,100 +105,11 @@ class PatchMerging(BaseModule):
     def forward(self, x: torch.Tensor,
                 hw_shape: HWShape) -> Tuple[torch.Tensor, HWShape]:
         """``(B, N, Cin)`` on ``(h, w)`` -> ``(B, N', Cout)`` on ``(ceil(h/2), ceil(w/2))``."""
-        fused = dispatch.fused_forward(self, x)
+        fused = fused_forward(self, x)
         if fused is not None:
             return fused(self, x, hw_shape)
         x = pad_to_multiple(tokens_to_grid(x, hw_shape), 2)  # (B, Cin, h', w')
         return grid_to_tokens(self.conv(x))
-
-
-class ConvFFN(BaseModule):
-    """The block's MLP: fc1 -> GELU -> dropout -> ``u + dwc(u)`` -> GELU ->
-    fc2 -> dropout.
-
-    Args:
-        embed_dims (int): Input and output channels.
-        hidden_dims (int): Hidden channels.
-        drop_rate (float): Dropout rate. Defaults to 0.
-        init_cfg (dict, optional): mmengine initialisation config.
-    """
-
-    def __init__(self,
-                 embed_dims: int,
-                 hidden_dims: int,
-                 drop_rate: float = 0.,
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.fc1 = nn.Linear(embed_dims, hidden_dims)
-        self.act = nn.GELU()
-        self.dwc = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1,
-                             groups=hidden_dims)
-        self.fc2 = nn.Linear(hidden_dims, embed_dims)
-        self.drop = nn.Dropout(drop_rate)
-
-    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        """``(B, N, C)`` -> ``(B, N, C)``."""
-        x = self.drop(self.act(self.fc1(x)))  # (B, N, hidden)
-        x = x + grid_to_tokens(self.dwc(tokens_to_grid(x, hw_shape)))[0]
-        x = self.act(x)
-        return self.drop(self.fc2(x))  # (B, N, C)
-
-
-class ViT3Block(BaseModule):
-    """One ViT³ block::
-
-        x = x + cpe(x)
-        x = x + drop_path(attn(norm1(x)))
-        x = x + drop_path(mlp(norm2(x)))
-
-    ``cpe`` is a 3x3 depth-wise convolution on the token grid (conditional
-    position encoding), ``attn`` the TTT mixer.
-
-    Args:
-        embed_dims (int): Channels.
-        mlp_ratio (float): MLP hidden width over ``embed_dims``. Defaults to 4.
-        drop_rate (float): Dropout rate in the MLP. Defaults to 0.
-        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
-        with_cp (bool): Recompute the block in backward (gradient
-            checkpointing) to save memory. Defaults to False.
-        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
-            :class:`ViT3`). Defaults to ``'auto'``.
-        init_cfg (dict, optional): mmengine initialisation config.
-    """
-
-    def __init__(self,
-                 embed_dims: int,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False,
-                 impl: str = 'auto',
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.impl = dispatch.check_impl(impl)
-        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1,
-                             groups=embed_dims)
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = TTTMixer(embed_dims)
-        self.drop_path = (DropPath(drop_path_rate)
-                          if drop_path_rate > 0. else nn.Identity())
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = ConvFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
-
-    def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        fused = dispatch.fused_forward(self, x)
-        if fused is not None:
-            return fused(self, x, hw_shape)
-        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw_shape))
-
-    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        """``(B, N, C)`` -> ``(B, N, C)``."""
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class ViT3Stage(BaseModule):
@@ -314,7 +149,8 @@ class ViT3Stage(BaseModule):
             raise ValueError(f'{len(drop_path_rates)} drop-path rates for '
                              f'{depth} blocks')
         self.blocks = ModuleList([
-            ViT3Block(embed_dims, mlp_ratio, drop_rate, rate, with_cp, impl)
+            ViT3Block(embed_dims, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+                      drop_path_rate=rate, with_cp=with_cp, impl=impl)
             for rate in drop_path_rates
         ])
         self.downsample = (PatchMerging(embed_dims, out_channels,
@@ -330,88 +166,6 @@ class ViT3Stage(BaseModule):
             return x, hw_shape, x, hw_shape
         x_down, hw_down = self.downsample(x, hw_shape)
         return x_down, hw_down, x, hw_shape
-
-
-class BackboneBase(BaseModule):
-    """What the ViT³ backbones share: the ``impl`` switch for every part,
-    the Linear / LayerNorm init, checked ``out_indices`` / ``frozen_stages``,
-    and ``train()`` keeping frozen parts (and BatchNorms, with
-    ``norm_eval``) in eval mode. Subclasses define ``_freeze_stages``."""
-
-    @staticmethod
-    def _checked_indices(out_indices: Union[int, Sequence[int]], frozen_stages: int,
-                         count: int, unit: str) -> Tuple[int, ...]:
-        """``out_indices`` as non-negative indices below ``count``; raises
-        for those, or a ``frozen_stages`` outside ``[-1, count]``."""
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        out_indices = [i + count if i < 0 else i for i in out_indices]
-        for i in out_indices:
-            if not 0 <= i < count:
-                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
-                                 f'for {count} {unit}')
-        if not -1 <= frozen_stages <= count:
-            raise ValueError(f'frozen_stages must be in [-1, {count}], '
-                             f'got {frozen_stages}')
-        return tuple(out_indices)
-
-    #: The keys of a custom ``arch`` dict (each subclass sets its own).
-    arch_keys: Tuple[str, ...] = ()
-
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        """A copy of ``arch_zoo[arch]``, or the dict ``arch`` checked by the
-        subclass's ``_check_arch``; raises naming the choices."""
-        name = cls.__name__
-        keys = [repr(k) for k in cls.arch_keys]
-        keys = ' and '.join([', '.join(keys[:-1]), keys[-1]] if len(keys) > 1 else keys)
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'Unknown {name} arch {arch!r}; choose one of '
-                                 f'{sorted(set(cls.arch_zoo))} or pass a dict with {keys}')
-            return copy.deepcopy(cls.arch_zoo[key])
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        missing = set(cls.arch_keys) - set(arch)
-        if missing:
-            raise ValueError(f'Custom {name} arch lacks {sorted(missing)}; it needs '
-                             f'{keys}, got {arch}')
-        return cls._check_arch(arch)
-
-    def set_impl(self, impl: str):
-        """Run ``impl`` (``'auto'``, ``'plain'`` or ``'fused'``) from the next
-        forward on, in every part; returns the model."""
-        dispatch.check_impl(impl)
-        for m in self.modules():
-            if hasattr(m, 'impl'):
-                m.impl = impl
-        return self
-
-    @staticmethod
-    def _init_linear_and_norm(m: nn.Module) -> None:
-        # Convolutions, BN and the inner weights keep their own init.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.weight, 1.0)
-            nn.init.constant_(m.bias, 0)
-
-    def _freeze_stages(self) -> None:
-        raise NotImplementedError
-
-    def train(self, mode: bool = True):
-        """Set train mode, keeping frozen stages (and BN, with ``norm_eval``)
-        in eval mode."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
 
 class ViT3(BackboneBase):
@@ -470,21 +224,7 @@ class ViT3(BackboneBase):
         [(1, 64, 60, 86), (1, 128, 30, 43), (1, 320, 15, 22), (1, 512, 8, 11)]
     """
 
-    arch_keys = ('embed_dims', 'depths')
-    arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['t', 'tiny'], {
-            'embed_dims': [64, 128, 320, 512],
-            'depths': [1, 3, 9, 4]
-        }),
-        **dict.fromkeys(['s', 'small'], {
-            'embed_dims': [64, 128, 320, 512],
-            'depths': [2, 6, 18, 8]
-        }),
-        **dict.fromkeys(['b', 'base'], {
-            'embed_dims': [96, 192, 448, 640],
-            'depths': [2, 6, 18, 8]
-        }),
-    }
+    weights_layout = VIT3_LAYOUT
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -506,17 +246,13 @@ class ViT3(BackboneBase):
                           "(fast_path=True) or impl='plain' (fast_path=False)",
                           DeprecationWarning, stacklevel=2)
             impl = 'auto' if fast_path else 'plain'
-        self.impl = dispatch.check_impl(impl)
+        check_impl(impl)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims: List[int] = list(self.arch_settings['embed_dims'])
         self.depths: List[int] = list(self.arch_settings['depths'])
         self.num_stages = len(self.depths)
-
-        self.out_indices = self._checked_indices(out_indices, frozen_stages,
-                                                 self.num_stages, 'stages')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        self._setup(impl, out_indices, frozen_stages, self.num_stages, 'stages', norm_eval,
+                    with_cp)
 
         self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg, impl)
         self.drop_after_stem = nn.Dropout(drop_rate)
@@ -566,18 +302,6 @@ class ViT3(BackboneBase):
             raise ValueError(f"'depths' must be at least 1 each, got {depths}")
         return {'embed_dims': dims, 'depths': depths}
 
-    def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` through
-        :func:`mmvit3.models.checkpoint.load_pretrained`; any other init_cfg
-        goes to mmengine."""
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_pretrained
-            load_pretrained(self, **{k: v for k, v in self.init_cfg.items()
-                                     if k != 'type'})
-            self._is_init = True
-        else:
-            super().init_weights()
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Drop the RoPE tables of released files (``...rope.rotations``)
         before loading, and say so once: every load path (``load_from``,
@@ -594,18 +318,11 @@ class ViT3(BackboneBase):
                       logger='current')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _freeze_stages(self) -> None:
-        frozen: List[nn.Module] = []
-        if self.frozen_stages >= 0:
-            frozen.append(self.patch_embed)
-        for i in range(self.frozen_stages):
-            frozen.append(self.layers[i])
-            if i in self.out_indices:
-                frozen.append(getattr(self, f'norm{i}'))
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+    def _stage(self, index: int) -> nn.Module:
+        return self.layers[index]
+
+    def _out_norm(self, index: int) -> nn.Module:
+        return getattr(self, f'norm{index}')
 
     def _check_batch_norm_input(self, x: torch.Tensor) -> None:
         """A BatchNorm that trains needs more than one value per channel: at

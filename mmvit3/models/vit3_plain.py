@@ -9,24 +9,25 @@ without renaming. Unlike the released classifier, the token grid is the
 input's own ``ceil(H/16) x ceil(W/16)`` (the image is zero-padded right and
 bottom to multiples of 16), never assumed square.
 
-The block asks :func:`mmvit3.kernels.dispatch.fused_forward` whether a fused
-implementation of the same computation runs instead (``impl``).
+The blocks are :class:`~mmvit3.models.blocks.ViT3Block` with the plain MLP,
+no RoPE and LayerNorm eps 1e-6; each asks
+:func:`mmvit3.models.impl.fused_forward` whether a fused implementation of
+the same computation runs instead (``impl``).
 
 This module needs torch, mmengine and mmcv only; it never imports mmdet or
 mmseg (``mmvit3.registration`` puts it into their registries).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
-from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 
-from ..kernels import dispatch
-from .ttt import TTTMixer
-from .vit3 import (BackboneBase, HWShape, grid_to_tokens, pad_to_multiple,
-                   tokens_to_grid)
+from .base import BackboneBase
+from .blocks import ViT3Block
+from .impl import check_impl
+from .layers import HWShape, grid_to_tokens, pad_to_multiple, tokens_to_grid
+from .weights import PLAIN_LAYOUT
 
 #: eps of every LayerNorm of the plain model (as released).
 LN_EPS = 1e-6
@@ -53,87 +54,6 @@ class PlainPatchEmbed(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, HWShape]:
         """``(B, 3, H, W)`` -> ``(B, N, C)`` tokens on ``(ceil(H/p), ceil(W/p))``."""
         return grid_to_tokens(self.proj(pad_to_multiple(x, self.patch_size)))
-
-
-class Mlp(BaseModule):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise convolution).
-
-    Args:
-        embed_dims (int): Input and output channels.
-        hidden_dims (int): Hidden channels.
-        drop_rate (float): Dropout rate. Defaults to 0.
-        init_cfg (dict, optional): mmengine initialisation config.
-    """
-
-    def __init__(self, embed_dims: int, hidden_dims: int, drop_rate: float = 0.,
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.fc1 = nn.Linear(embed_dims, hidden_dims)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dims, embed_dims)
-        self.drop = nn.Dropout(drop_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, N, C)`` -> ``(B, N, C)``."""
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class PlainViT3Block(BaseModule):
-    """One plain ViT³ block::
-
-        x = x + cpe(x)
-        x = x + drop_path(attn(norm1(x)))
-        x = x + drop_path(mlp(norm2(x)))
-
-    ``cpe`` is a 3x3 depth-wise convolution on the token grid, ``attn`` the
-    TTT mixer without RoPE, ``mlp`` a plain two-layer MLP.
-
-    Args:
-        embed_dims (int): Channels ``C``.
-        num_heads (int): Heads of inner module 1; ``d = C / num_heads`` is
-            also the width of inner module 2.
-        mlp_ratio (float): MLP hidden width over ``C``. Defaults to 4.
-        drop_rate (float): Dropout rate in the MLP. Defaults to 0.
-        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
-        with_cp (bool): Recompute the block in backward. Defaults to False.
-        impl (str): ``'auto'``, ``'plain'`` or ``'fused'`` (see
-            :class:`PlainViT3`). Defaults to ``'auto'``.
-        init_cfg (dict, optional): mmengine initialisation config.
-    """
-
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False,
-                 impl: str = 'auto',
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.impl = dispatch.check_impl(impl)
-        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
-        self.norm1 = nn.LayerNorm(embed_dims, eps=LN_EPS)
-        self.attn = TTTMixer(embed_dims, head_dim=embed_dims // num_heads, use_rope=False)
-        self.drop_path = (DropPath(drop_path_rate)
-                          if drop_path_rate > 0. else nn.Identity())
-        self.norm2 = nn.LayerNorm(embed_dims, eps=LN_EPS)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
-
-    def _forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        fused = dispatch.fused_forward(self, x)
-        if fused is not None:
-            return fused(self, x, hw_shape)
-        x = x + grid_to_tokens(self.cpe(tokens_to_grid(x, hw_shape)))[0]
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def forward(self, x: torch.Tensor, hw_shape: HWShape) -> torch.Tensor:
-        """``(B, N, C)`` -> ``(B, N, C)``."""
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class PlainViT3(BackboneBase):
@@ -195,12 +115,7 @@ class PlainViT3(BackboneBase):
         [(1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22), (1, 192, 15, 22)]
     """
 
-    arch_keys = ('embed_dims', 'depth', 'num_heads')
-    arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['t', 'tiny'], {'embed_dims': 192, 'depth': 12, 'num_heads': 6}),
-        **dict.fromkeys(['s', 'small'], {'embed_dims': 384, 'depth': 12, 'num_heads': 6}),
-        **dict.fromkeys(['b', 'base'], {'embed_dims': 768, 'depth': 12, 'num_heads': 12}),
-    }
+    weights_layout = PLAIN_LAYOUT
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -216,23 +131,20 @@ class PlainViT3(BackboneBase):
                  impl: str = 'auto',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.impl = dispatch.check_impl(impl)
+        check_impl(impl)
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims: int = self.arch_settings['embed_dims']
         self.depth: int = self.arch_settings['depth']
         self.num_heads: int = self.arch_settings['num_heads']
-
-        self.out_indices = self._checked_indices(out_indices, frozen_stages, self.depth,
-                                                 'blocks')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        self._setup(impl, out_indices, frozen_stages, self.depth, 'blocks', norm_eval, with_cp)
 
         self.patch_embed = PlainPatchEmbed(in_channels, self.embed_dims, patch_size)
         rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
         self.blocks = ModuleList([
-            PlainViT3Block(self.embed_dims, self.num_heads, mlp_ratio, drop_rate, rate,
-                           with_cp, impl) for rate in rates
+            ViT3Block(self.embed_dims, head_dim=self.embed_dims // self.num_heads,
+                      mlp_ratio=mlp_ratio, mlp='plain', use_rope=False, ln_eps=LN_EPS,
+                      drop_rate=drop_rate, drop_path_rate=rate, with_cp=with_cp, impl=impl)
+            for rate in rates
         ])
         for i in self.out_indices:
             self.add_module(self.out_norm_name(i), nn.LayerNorm(self.embed_dims, eps=LN_EPS))
@@ -254,30 +166,11 @@ class PlainViT3(BackboneBase):
                              f"'depth' and 'num_heads' at least 1, got {arch}")
         return {'embed_dims': dims, 'depth': depth, 'num_heads': heads}
 
-    def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` through
-        :func:`mmvit3.models.plain_checkpoint.load_pretrained_plain`; any
-        other init_cfg goes to mmengine."""
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from .plain_checkpoint import load_pretrained_plain
-            load_pretrained_plain(self, **{k: v for k, v in self.init_cfg.items()
-                                           if k != 'type'})
-            self._is_init = True
-        else:
-            super().init_weights()
+    def _stage(self, index: int) -> nn.Module:
+        return self.blocks[index]
 
-    def _freeze_stages(self) -> None:
-        frozen: List[nn.Module] = []
-        if self.frozen_stages >= 0:
-            frozen.append(self.patch_embed)
-        for i in range(self.frozen_stages):
-            frozen.append(self.blocks[i])
-            if i in self.out_indices:
-                frozen.append(getattr(self, self.out_norm_name(i)))
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+    def _out_norm(self, index: int) -> nn.Module:
+        return getattr(self, self.out_norm_name(index))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, in_channels, H, W)`` -> one ``(B, C, ceil(H/16), ceil(W/16))``

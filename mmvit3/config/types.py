@@ -1,19 +1,17 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Clear messages for config mistakes that mmengine reports obscurely.
+"""A clear message for a misspelt ``type``, which mmengine reports
+obscurely.
 
-* A misspelt ``type`` (``'VIT3'``, ``'ViT33'``, or ``'ViT3'`` in a config
-  that does not import mmvit3): mmengine's registry raises a ``KeyError``
-  from deep inside ``Runner`` construction, wrapped in the messages of every
-  enclosing build. :func:`unknown_type_message` turns it into one message
-  naming the type asked for, where in the config it is, the registry and
-  scope that were searched, the closest registered names, and that the
-  config's ``custom_imports`` must name ``mmvit3`` for ``ViT3`` to be
-  registered; :func:`explain_unknown_types` raises it as an
-  :class:`UnknownTypeError` around the code that builds a Runner.
-* Mixed precision on a machine without an accelerator:
-  :func:`check_amp` replaces the assertion of mmengine's
-  ``AmpOptimWrapper`` with a message naming the override that trains in
-  float32 instead.
+A misspelt ``type`` (``'VIT3'``, ``'ViT33'``, or ``'ViT3'`` in a config
+that does not import mmvit3): mmengine's registry raises a ``KeyError`` from
+deep inside ``Runner`` construction, wrapped in the messages of every
+enclosing build. :func:`unknown_type_message` turns it into one message
+naming the type asked for, where in the config it is, the registry and scope
+that were searched, the closest registered names, and that the config's
+``custom_imports`` must name ``mmvit3`` for ``ViT3`` to be registered;
+:func:`explain_unknown_types` raises it as an
+:class:`~mmvit3.errors.UnknownTypeError` around the code that builds a
+Runner.
 """
 import contextlib
 import difflib
@@ -21,7 +19,8 @@ import importlib
 import re
 from typing import Any, Iterator, List, Optional, Tuple
 
-from .config_tree import typed_dicts
+from ..errors import UnknownTypeError
+from .tree import typed_dicts
 
 #: What mmengine's registries raise for an unknown type: ``'<type> is not in
 #: the <scope>::<name> registry'`` (parameter schedulers omit the scope).
@@ -30,21 +29,6 @@ _REGISTRY_MISS = re.compile(
     r'(?P<registry>[\w ]+?) registry')
 
 CUSTOM_IMPORTS = "custom_imports = dict(imports=['mmvit3'], allow_failed_imports=False)"
-
-
-class UnknownTypeError(KeyError):
-    """A config names a ``type`` that is not registered where it is built."""
-
-    def __init__(self, message: str, type_name: str, scope: str,
-                 registry: str, suggestions: List[str]):
-        super().__init__(message)
-        self.type_name = type_name
-        self.scope = scope
-        self.registry = registry
-        self.suggestions = list(suggestions)
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return self.args[0]
 
 
 def _find_registry(scope: str, name: str) -> Any:
@@ -183,41 +167,3 @@ def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
             message, type_name, scope, registry_name,
             close_matches(type_name, registered_names(registry))
             if registry is not None else []) from None
-
-
-class AmpUnavailableError(RuntimeError):
-    """Mixed-precision training was asked for where mmengine cannot run it."""
-
-
-def check_amp(cfg: Any, device: Optional[str] = None) -> None:
-    """Raise :class:`AmpUnavailableError` if ``cfg`` trains with mmengine's
-    ``AmpOptimWrapper`` (the paper configs, or ``--amp``) on a machine
-    without an accelerator, where that wrapper only asserts.
-
-    The message names the override that trains in float32 instead. mmengine
-    has no CPU mixed-precision wrapper, and bfloat16 autocast on most CPUs is
-    slower than float32, so the tools do not switch to it silently.
-
-    Args:
-        cfg (Config | dict): The config to be trained.
-        device (str, optional): ``'cuda'``, ``'npu'``, ``'cpu'``, ...;
-            defaults to mmengine's ``get_device()``.
-    """
-    wrapper = cfg.get('optim_wrapper') or {}
-    if wrapper.get('type') != 'AmpOptimWrapper':
-        return
-    if device is None:
-        from mmengine.device import get_device
-        device = get_device()
-    if device != 'cpu':
-        return
-    extra = [k for k in ('loss_scale', 'dtype', 'use_fsdp') if k in wrapper]
-    remove = (f" (if the config's optim_wrapper also sets {', '.join(extra)}, "
-              f'which only AmpOptimWrapper takes, remove that too)'
-              if extra else '')
-    raise AmpUnavailableError(
-        'Mixed-precision training (AmpOptimWrapper) needs a GPU (or an NPU / '
-        'MLU / MUSA device), and this machine has none. To train in float32 '
-        'here, leave out --amp if you passed it; a config that sets '
-        'AmpOptimWrapper itself (the paper configs do) trains in float32 with'
-        f'\n    --cfg-options optim_wrapper.type=OptimWrapper{remove}')

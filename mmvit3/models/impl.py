@@ -5,8 +5,9 @@ A module that has a fused implementation keeps an ``impl`` attribute and
 asks :func:`fused_forward` at the top of its ``forward``:
 
 * ``'plain'``: always the module's own (plain) code;
-* ``'fused'``: the fused kernel wherever one is registered for the
-  module's class and the input's device;
+* ``'fused'``: the fused forward registered for the module's class
+  (:func:`register`, in :mod:`.fused`) wherever it runs on the input's
+  device;
 * ``'auto'`` (the default): ``'fused'`` on the devices the kernels were
   measured to be faster on (:data:`AUTO_DEVICES`), ``'plain'`` elsewhere.
 
@@ -17,7 +18,7 @@ and ``torch.export``. ``torch.compile`` sees the fused kernels: they are
 custom ops (``torch.ops.mmvit3.*``) with shape functions and registered
 gradients.
 """
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -27,8 +28,8 @@ IMPLS = ('auto', 'plain', 'fused')
 #: measured (CPU); CUDA runs the plain path until measured there.
 AUTO_DEVICES = ('cpu', )
 
-# class name -> (fused forward, devices it runs on or None for any)
-_KERNELS: Dict[str, tuple] = {}
+# module class -> (fused forward, devices it runs on or None for any)
+_FUSED: Dict[type, Tuple[Callable, Optional[Tuple[str, ...]]]] = {}
 
 
 def check_impl(impl: str) -> str:
@@ -38,12 +39,13 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def register(cls_name: str, devices: Optional[Sequence[str]] = None) -> Callable:
+def register(cls: type, devices: Optional[Sequence[str]] = None) -> Callable:
     """Decorator: ``fn(module, *args)`` is the fused forward of modules of
-    class ``cls_name`` on ``devices`` (None: any device)."""
+    class ``cls`` (exactly, not its subclasses) on ``devices`` (None: any
+    device)."""
 
     def wrap(fn: Callable) -> Callable:
-        _KERNELS[cls_name] = (fn, None if devices is None else tuple(devices))
+        _FUSED[cls] = (fn, None if devices is None else tuple(devices))
         return fn
 
     return wrap
@@ -64,10 +66,7 @@ def fused_forward(module: torch.nn.Module, x: torch.Tensor) -> Optional[Callable
         return None
     if impl == 'auto' and x.device.type not in AUTO_DEVICES:
         return None
-    if not _KERNELS:
-        from . import blocks  # noqa: F401  (registers the fused forwards)
-    entry = _KERNELS.get(type(module).__name__)
+    entry = _FUSED.get(type(module))
     if entry is None or (entry[1] is not None and x.device.type not in entry[1]):
         return None
     return entry[0]
-

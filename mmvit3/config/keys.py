@@ -4,6 +4,8 @@ misspellings (``skip_bad_image = True`` would otherwise do nothing)."""
 import difflib
 from typing import Any, Dict, Iterable, Optional
 
+from ..errors import ProjectKeyError
+
 #: Top-level config keys that mmvit3 reads, with what each does.
 PROJECT_KEYS: Dict[str, str] = {
     'skip_bad_images':
@@ -11,11 +13,6 @@ PROJECT_KEYS: Dict[str, str] = {
     'trust_checkpoint':
     'fully unpickle the checkpoints of the run (only for trusted files)',
 }
-
-
-class ProjectKeyError(ValueError):
-    """A config key is a near miss of one of :data:`PROJECT_KEYS`."""
-
 
 
 def close_project_key(key: str,

@@ -1,16 +1,11 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """2D rotary position embedding of the TTT mixer, computed for the actual grid of
-every input; nothing about it is learned or stored."""
-import re
+every input; nothing about it is learned or stored. The plain mixer
+(:mod:`mmvit3.models.ttt`) and the fused inner step (:mod:`.ttt_fused`) both
+use it."""
 from typing import Tuple
 
 import torch
-
-#: Names of the fixed-size RoPE tables (``...attn.rope.rotations``, 224x224
-#: grids) that the authors' released files carry. mmvit3 computes RoPE for
-#: every input size (:func:`rope_2d_cos_sin`), so loading drops them.
-ROPE_TABLE_KEY = re.compile(r'(^|\.)rope\.rotations$')
-ROPE_TABLE_REASON = 'fixed-size RoPE tables (RoPE is computed for every input size)'
 
 
 def rope_2d_cos_sin(hw_shape: Tuple[int, int], channels: int,

@@ -13,6 +13,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from mmengine.logging import print_log
 
+from ..datasets import split_datasets, split_metrics
+
 SPLITS = ('train', 'val', 'test')
 
 
@@ -25,40 +27,15 @@ def repo_root() -> Optional[str]:
     return None
 
 
-def _leaves(dataset: Any) -> Iterator[Any]:
-    """The dataset configs that read files, through wrappers."""
-    if not hasattr(dataset, 'get'):
-        return
-    if dataset.get('dataset') is not None:
-        yield from _leaves(dataset['dataset'])
-    elif isinstance(dataset.get('datasets'), (list, tuple)):
-        for inner in dataset['datasets']:
-            yield from _leaves(inner)
-    else:
-        yield dataset
-
-
-def _metrics(cfg: Any, split: str) -> List[Any]:
-    evaluator = cfg.get(f'{split}_evaluator')
-    if evaluator is None:
-        return []
-    if hasattr(evaluator, 'get') and 'metrics' in evaluator:
-        evaluator = evaluator['metrics']
-    if not isinstance(evaluator, (list, tuple)):
-        evaluator = [evaluator]
-    return [m for m in evaluator if hasattr(m, 'get')]
-
-
 def _path_slots(cfg: Any) -> Iterator[Tuple[str, Any, str]]:
     """``(config key, dict, field)`` of every local path a run reads that a
     user sets: dataset ``data_root`` (else ``ann_file``), evaluator
     ``ann_file``, the backbone's ``init_cfg.checkpoint``, ``load_from``."""
     for split in SPLITS:
-        loader = cfg.get(f'{split}_dataloader') or {}
-        for dataset in _leaves(loader.get('dataset')):
+        for _, dataset in split_datasets(cfg, split):
             field = 'data_root' if dataset.get('data_root') else 'ann_file'
             yield f'{split}_dataloader.dataset.{field}', dataset, field
-        for metric in _metrics(cfg, split):
+        for metric in split_metrics(cfg, split):
             yield f'{split}_evaluator.ann_file', metric, 'ann_file'
     init_cfg = (((cfg.get('model') or {}).get('backbone') or {}).get('init_cfg'))
     if hasattr(init_cfg, 'get'):
@@ -110,13 +87,12 @@ def propagate_data_root(cfg: Any, old: str, new: str) -> int:
     count = 0
     old_norm = osp.normpath(old)
     for split in SPLITS:
-        loader = cfg.get(f'{split}_dataloader') or {}
-        for dataset in _leaves(loader.get('dataset')):
+        for _, dataset in split_datasets(cfg, split):
             root = dataset.get('data_root')
             if isinstance(root, str) and osp.normpath(root) == old_norm:
                 dataset['data_root'] = new
                 count += 1
-        for metric in _metrics(cfg, split):
+        for metric in split_metrics(cfg, split):
             ann = metric.get('ann_file')
             if isinstance(ann, str) and osp.normpath(ann).startswith(
                     old_norm + os.sep):

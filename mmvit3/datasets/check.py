@@ -1,17 +1,29 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Check that a config's data is on disk before a Runner is built.
+"""Checks of a config's data before a Runner is built.
 
-Without this, a missing COCO / ADE20K folder surfaces deep inside dataset
-construction (often in a dataloader worker) as a bare ``FileNotFoundError``.
-:func:`check_data` walks the dataloader configs (``data_root`` +
-``ann_file`` / ``data_prefix``, through dataset wrappers) and the
-evaluators' ``ann_file``, and raises one :class:`DatasetNotFoundError` that
-names every missing path, where the data comes from and how to run the
-synthetic demo instead.
+* On disk (:func:`check_data`): without it, a missing COCO / ADE20K folder
+  surfaces deep inside dataset construction (often in a dataloader worker)
+  as a bare ``FileNotFoundError``. It walks the dataloader configs
+  (``data_root`` + ``ann_file`` / ``data_prefix``, through dataset
+  wrappers) and the evaluators' ``ann_file``, and raises one
+  :class:`~mmvit3.errors.DatasetNotFoundError` that names every missing
+  path, where the data comes from and how to run the synthetic demo instead.
+* Usable (:func:`check_annotations`): COCO files and segmentation label
+  maps that are there but cannot be trained or evaluated on
+  (:class:`~mmvit3.errors.BadAnnotationError`).
 """
+import copy
+import importlib
+import json
+import logging
 import os
 import os.path as osp
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.logging import print_log
+
+from ..errors import BadAnnotationError, DatasetNotFoundError
+from .walk import split_datasets, split_metrics
 
 DEMO_HINT = (
     'To try mmvit3 without the real data, generate the small synthetic '
@@ -47,40 +59,11 @@ DEMO_DATA_HINT = (
     '    python tools/make_demo_data.py --out {root}')
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """Data that a config points to is not on disk."""
-
-    def __init__(self, message: str, missing: Sequence[Tuple[str, str]]):
-        super().__init__(message)
-        #: ``[(config key, path), ...]`` of what is missing.
-        self.missing = list(missing)
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
 def _get(cfg: Any, key: str, default=None):
     try:
         return cfg.get(key, default)
     except AttributeError:
         return default
-
-
-def _leaf_datasets(dataset: Any, key: str) -> Iterator[Tuple[str, Any]]:
-    """Yield ``(config key, dataset cfg)`` of the datasets that read files,
-    looking through wrappers (``dataset=`` / ``datasets=[...]``)."""
-    if not hasattr(dataset, 'get'):
-        return
-    inner = _get(dataset, 'dataset')
-    if inner is not None:
-        yield from _leaf_datasets(inner, f'{key}.dataset')
-        return
-    inner = _get(dataset, 'datasets')
-    if isinstance(inner, (list, tuple)):
-        for i, d in enumerate(inner):
-            yield from _leaf_datasets(d, f'{key}.datasets[{i}]')
-        return
-    yield key, dataset
 
 
 def _is_local(path: str, backend_args: Any) -> bool:
@@ -112,41 +95,30 @@ def dataset_paths(cfg: Any,
     """
     paths: List[Tuple[str, str]] = []
     for split in splits:
-        loader_key = f'{split}_dataloader'
-        loader = _get(cfg, loader_key)
-        if loader is not None:
-            for key, ds in _leaf_datasets(_get(loader, 'dataset'),
-                                          f'{loader_key}.dataset'):
-                backend_args = _get(ds, 'backend_args')
-                data_root = _get(ds, 'data_root') or ''
-                if data_root and _is_local(data_root, backend_args):
-                    paths.append((f'{key}.data_root', data_root))
-                ann_file = _get(ds, 'ann_file') or ''
-                if ann_file:
-                    path = _join(data_root, ann_file)
-                    if _is_local(path, backend_args):
-                        paths.append((f'{key}.ann_file', path))
-                prefix = _get(ds, 'data_prefix') or {}
-                for name, value in (prefix.items()
-                                    if hasattr(prefix, 'items') else []):
-                    if not isinstance(value, str):
-                        continue
-                    path = _join(data_root, value)
-                    if path and _is_local(path, backend_args):
-                        paths.append((f'{key}.data_prefix.{name}', path))
-        evaluators = _get(cfg, f'{split}_evaluator')
-        if evaluators is None:
-            continue
-        if hasattr(evaluators, 'get') and 'metrics' in evaluators:
-            evaluators = evaluators['metrics']
-        if not isinstance(evaluators, (list, tuple)):
-            evaluators = [evaluators]
-        for i, metric in enumerate(evaluators):
+        for key, ds in split_datasets(cfg, split):
+            backend_args = _get(ds, 'backend_args')
+            data_root = _get(ds, 'data_root') or ''
+            if data_root and _is_local(data_root, backend_args):
+                paths.append((f'{key}.data_root', data_root))
+            ann_file = _get(ds, 'ann_file') or ''
+            if ann_file:
+                path = _join(data_root, ann_file)
+                if _is_local(path, backend_args):
+                    paths.append((f'{key}.ann_file', path))
+            prefix = _get(ds, 'data_prefix') or {}
+            for name, value in (prefix.items() if hasattr(prefix, 'items') else []):
+                if not isinstance(value, str):
+                    continue
+                path = _join(data_root, value)
+                if path and _is_local(path, backend_args):
+                    paths.append((f'{key}.data_prefix.{name}', path))
+        metrics = split_metrics(cfg, split)
+        for i, metric in enumerate(metrics):
             ann_file = _get(metric, 'ann_file')
             if isinstance(ann_file, str) and ann_file and _is_local(
                     ann_file, _get(metric, 'backend_args')):
                 key = f'{split}_evaluator'
-                if len(evaluators) > 1:
+                if len(metrics) > 1:
                     key += f'[{i}]'
                 paths.append((f'{key}.ann_file', ann_file))
     # each path once, in order
@@ -160,10 +132,8 @@ def dataset_paths(cfg: Any,
 
 def _dataset_kind(cfg: Any) -> str:
     """'coco', 'ade' or '' from the dataset types and the default scope."""
-    text = ' '.join(
-        str(_get(ds, 'type', '')) for split in ('train', 'val', 'test')
-        for _, ds in _leaf_datasets(
-            _get(_get(cfg, f'{split}_dataloader', {}), 'dataset'), ''))
+    text = ' '.join(str(_get(ds, 'type', '')) for split in ('train', 'val', 'test')
+                    for _, ds in split_datasets(cfg, split))
     if 'Coco' in text or 'LVIS' in text:
         return 'coco'
     if 'ADE' in text:
@@ -226,18 +196,6 @@ def check_data(cfg: Any,
 # --------------------------------------------------------------------------
 # annotations: files that are there but cannot be used
 
-#: Set once :func:`check_annotations` has checked the run's data (by the
-#: project's tools), so that ``DataCheckHook`` does not check it again.
-ANNOTATIONS_CHECKED = [False]
-
-
-class BadAnnotationError(ValueError):
-    """An annotation file (or label map) of a dataset cannot be used; the
-    message names the file and what is wrong."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
 
 def _examples(items: Sequence[str], limit: int = 3) -> str:
     more = f', ... ({len(items) - limit} more)' if len(items) > limit else ''
@@ -258,7 +216,6 @@ def check_coco_file(path: str, classes: Optional[Sequence[str]] = None,
     ``classes``, annotations of unknown images; the libraries drop these
     annotations silently.
     """
-    import json
     if osp.getsize(path) == 0:
         raise BadAnnotationError(f'Annotation file {path} is empty (0 bytes): '
                                  f'an interrupted download or copy?')
@@ -432,18 +389,11 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
     Raises:
         BadAnnotationError: Naming the file and what is wrong.
     """
-    import logging
-    from mmengine.logging import print_log
-    ANNOTATIONS_CHECKED[0] = True
     if _get(cfg, 'check_annotations', True) is False:
         return
     checked = set()
     for split in splits:
-        loader = _get(cfg, f'{split}_dataloader')
-        if loader is None:
-            continue
-        for key, ds in _leaf_datasets(_get(loader, 'dataset'),
-                                      f'{split}_dataloader.dataset'):
+        for key, ds in split_datasets(cfg, split):
             if not _is_local(_get(ds, 'data_root') or '', _get(ds, 'backend_args')):
                 continue
             ann_file = _get(ds, 'ann_file') or ''
@@ -457,7 +407,7 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
                 checked.add(osp.normpath(path))
             elif _get(cfg, 'default_scope') == 'mmseg' and \
                     _get(_get(ds, 'data_prefix') or {}, 'seg_map_path'):
-                check_dataset_labels(cfg, ds)
+                check_dataset_labels(ds)
     # the evaluators' COCO files (CocoMetric reads its own ann_file)
     for key, path in dataset_paths(cfg, splits):
         if '_evaluator' in key and path.endswith('.json') and \
@@ -465,18 +415,20 @@ def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test')
             check_coco_file(path)
 
 
-def check_dataset_labels(cfg: Any, ds_cfg: Any) -> None:
-    """:func:`check_seg_labels` on the files an mmseg dataset config lists
-    (built without its pipeline)."""
-    import copy
-    import importlib
-    registry = importlib.import_module('mmseg.registry').DATASETS
+def _seg_dataset(ds_cfg: Any) -> Any:
+    """The mmseg dataset of a dataset config, built without its pipeline
+    and keeping its ``data_list``."""
     from mmengine.registry import init_default_scope
     init_default_scope('mmseg')
     ds_cfg = copy.deepcopy(ds_cfg)
     ds_cfg['pipeline'] = []
     ds_cfg['serialize_data'] = False  # keep data_list
-    dataset = registry.build(ds_cfg)
+    return importlib.import_module('mmseg.registry').DATASETS.build(ds_cfg)
+
+
+def check_dataset_labels(ds_cfg: Any) -> None:
+    """:func:`check_seg_labels` on the files an mmseg dataset config lists."""
+    dataset = _seg_dataset(ds_cfg)
     if getattr(dataset, 'label_map', None):
         return  # values are remapped: the raw ids are not class indices
     pairs = [(d['img_path'], d['seg_map_path']) for d in dataset.data_list
@@ -492,13 +444,10 @@ def largest_images(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
     of a config's local datasets: from a COCO file's ``width`` / ``height``,
     or the image headers of an mmseg dataset's files. For the hint after an
     allocation failure; datasets that cannot be listed are skipped."""
-    import json
+    from PIL import Image
     found: List[Tuple[int, int, str]] = []
     for split in splits:
-        loader = _get(cfg, f'{split}_dataloader')
-        if loader is None:
-            continue
-        for _, ds in _leaf_datasets(_get(loader, 'dataset'), ''):
+        for _, ds in split_datasets(cfg, split):
             root = _get(ds, 'data_root') or ''
             ann_file = _get(ds, 'ann_file') or ''
             try:
@@ -509,15 +458,7 @@ def largest_images(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
                     found += [(int(i['width']), int(i['height']),
                                osp.join(prefix, i['file_name'])) for i in images]
                 elif _get(cfg, 'default_scope') == 'mmseg':
-                    import copy
-                    import importlib
-                    from PIL import Image
-                    ds_cfg = copy.deepcopy(ds)
-                    ds_cfg['pipeline'] = []
-                    ds_cfg['serialize_data'] = False
-                    dataset = importlib.import_module(
-                        'mmseg.registry').DATASETS.build(ds_cfg)
-                    for item in dataset.data_list:
+                    for item in _seg_dataset(ds).data_list:
                         with Image.open(item['img_path']) as img:
                             found.append((*img.size, item['img_path']))
             except Exception:  # a hint only: never hide the original error

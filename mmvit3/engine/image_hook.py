@@ -16,8 +16,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import BaseLoop
 
-from ..utils.project_keys import check_project_keys
-from .transforms import use_checked_loaders
+from ..config import check_project_keys
+from ..datasets import use_checked_loaders
 
 #: The registered name of :class:`CheckedImageLoadingHook`.
 CHECKED_LOADING_HOOK = 'CheckedImageLoadingHook'
@@ -47,7 +47,7 @@ class CheckedImageLoadingHook(Hook):
     :class:`~mmvit3.datasets.LoadImageFromFileChecked` (a bad file is an
     error naming it), in place of ``LoadImageFromFile`` and with its
     settings; also refuses a misspelt mmvit3 config key
-    (:func:`~mmvit3.utils.project_keys.check_project_keys`).
+    (:func:`~mmvit3.config.check_project_keys`).
 
     Args:
         skip_bad_images (bool, optional): Skip bad files of the *training*

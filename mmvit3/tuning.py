@@ -1,27 +1,25 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""CPU runs: let glibc's ``malloc`` keep the memory a step frees, so that the
-next step reuses it instead of faulting fresh pages in.
+"""Tuning of a CPU process: let glibc's ``malloc`` keep the memory a step
+frees, so that the next step reuses it instead of faulting fresh pages in.
 
 PyTorch on CPU allocates each step's large tensors anew through ``malloc``.
 glibc serves blocks over 32 MiB with ``mmap`` and unmaps them when they are
 freed, and gives free memory at the top of its heap back to the system, so
-every step writes to pages the kernel must fault in and zero again. On a
-2-core virtual machine (torch 2.13) a 137 MB element-wise result costs 60 ms
-in fresh pages against 11 ms in reused ones, and a training step of the
-ViT3-T backbone at 800x1344 took about 10 s against 7.3 s with reused
-memory (Swin-T: about 9 s against 6.3 s); at 1600x2688 61 s against 34 s.
-
+every step writes to pages the kernel must fault in and zero again.
 :func:`keep_freed_memory` sets two documented ``mallopt`` parameters:
 ``M_MMAP_MAX = 0`` (every block from the heap) and ``M_TRIM_THRESHOLD = -1``
 (never trim it). The process then keeps its peak: resident memory does not
 fall after a large step, and the peak itself can be somewhat higher (a
-fragmented heap; +5% for ViT3-T training at 800x1344, +14% at 1600x2688).
-The tools apply it to CPU runs only; ``MMVIT3_MALLOC=default`` turns it off.
+fragmented heap). The tools apply it to CPU runs only;
+``MMVIT3_MALLOC=default`` turns it off. docs/performance_cpu.md has the
+measurements.
 """
 import ctypes
 import os
 import platform
 import sys
+
+from .errors import ConfigError
 
 #: Environment variable: ``default`` leaves glibc's malloc as it is.
 ENV_VAR = 'MMVIT3_MALLOC'
@@ -41,11 +39,11 @@ def malloc_setting() -> str:
     """``'keep'`` (the default) or ``'default'``, from ``MMVIT3_MALLOC``.
 
     Raises:
-        ValueError: ``MMVIT3_MALLOC`` is anything else.
+        ConfigError: ``MMVIT3_MALLOC`` is anything else.
     """
     choice = os.environ.get(ENV_VAR, '').strip().lower() or 'keep'
     if choice not in ('keep', 'default'):
-        raise ValueError(f'{ENV_VAR} must be "keep" (reuse freed memory on CPU '
+        raise ConfigError(f'{ENV_VAR} must be "keep" (reuse freed memory on CPU '
                          f'runs, the default) or "default" (glibc as it is), '
                          f'got {os.environ[ENV_VAR]!r}')
     return choice
@@ -61,7 +59,7 @@ def keep_freed_memory() -> bool:
         ``MMVIT3_MALLOC=default``, or where ``mallopt`` refused.
 
     Raises:
-        ValueError: ``MMVIT3_MALLOC`` is neither ``keep`` nor ``default``.
+        ConfigError: ``MMVIT3_MALLOC`` is neither ``keep`` nor ``default``.
     """
     if malloc_setting() == 'default' or not malloc_tunable():
         return False
