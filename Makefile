@@ -21,7 +21,7 @@ DEMO_IMAGE = data/demo/images/val/val_00001.jpg
 .PHONY: demo
 demo: setup
 	$(PY) tools/make_demo_data.py
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR) --overwrite
 	$(PY) tools/test.py $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --work-dir $(DEMO_WORK_DIR)
 	$(PY) tools/image_demo.py $(DEMO_IMAGE) $(DEMO_CONFIG) $$(cat $(DEMO_WORK_DIR)/last_checkpoint) --out-dir $(DEMO_WORK_DIR)/pictures
 	@echo "Demo done: box / mask AP in the coco/bbox_mAP and coco/segm_mAP lines above;"

@@ -11,6 +11,8 @@ from typing import Dict, Tuple, Union
 
 import torch
 
+from .errors import ConfigError, OutputError
+
 #: Smallest and largest height / width an exported graph accepts. Below 64 px
 #: torch.export (2.13) fails while solving the size constraints of the four
 #: down-samplings.
@@ -22,6 +24,11 @@ def dynamic_hw(min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> Dict[str, 
     of a backbone called as ``model(x)``: height and width of ``x`` free in
     ``[min_size, max_size]``, the batch fixed."""
     from torch.export import Dim
+    if not (isinstance(min_size, int) and isinstance(max_size, int)
+            and MIN_SIZE <= min_size <= max_size <= MAX_SIZE):
+        raise ConfigError(f'dynamic_hw: min_size and max_size must be integers with '
+                          f'{MIN_SIZE} <= min_size <= max_size <= {MAX_SIZE}, got '
+                          f'min_size={min_size!r}, max_size={max_size!r}')
     return {'x': {2: Dim('height', min=min_size, max=max_size),
                   3: Dim('width', min=min_size, max=max_size)}}
 
@@ -34,6 +41,19 @@ def export_onnx(model: torch.nn.Module,
     height and width dynamic; returns the file's path. Needs ``onnx`` and
     ``onnxscript`` (``pip install -e '.[export]'``)."""
     path = Path(path)
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, 'out_indices'):
+        raise ConfigError(f'export_onnx: model must be a ViT3 / PlainViT3 backbone, got '
+                          f'{type(model).__name__}')
+    if not (isinstance(example_size, (tuple, list)) and len(example_size) == 2 and all(
+            isinstance(s, int) and MIN_SIZE <= s <= MAX_SIZE for s in example_size)):
+        raise ConfigError(f'export_onnx: example_size must be (height, width), each an '
+                          f'integer in [{MIN_SIZE}, {MAX_SIZE}], got {example_size!r}')
+    if not (isinstance(batch, int) and batch >= 1):
+        raise ConfigError(f'export_onnx: batch must be a positive integer, got {batch!r}')
+    if path.is_dir() or not path.parent.is_dir():
+        raise OutputError(f'export_onnx: cannot write {path}: '
+                          + ('it is a directory' if path.is_dir() else
+                             f'its folder {path.parent} does not exist'))
     model = model.eval()
     param = next(model.parameters())
     x = torch.rand(batch, 3, *example_size, dtype=param.dtype, device=param.device)

@@ -139,6 +139,11 @@ class WorkDirBusyError(MMViT3Error, RuntimeError):
     """Another live training run holds the work dir."""
 
 
+class EarlierRunError(MMViT3Error, FileExistsError):
+    """A new training run would replace the checkpoints of an earlier run
+    in its work dir."""
+
+
 class OutputError(MMViT3Error, ValueError):
     """An output path that cannot be written (not a folder, not writable)."""
 

@@ -70,6 +70,32 @@ def test_make_demo_data_layout(demo_root):
         assert (label[mask] == ann['category_id']).all()
         assert (demo_root / 'ade' / 'images' / 'training' /
                 f'{stem}.jpg').is_file()
+        # the box is the mask's extent
+        ys, xs = np.nonzero(mask)
+        x, y, w, h = ann['bbox']
+        assert abs(x - xs.min()) <= 1 and abs(y - ys.min()) <= 1
+        assert abs(x + w - xs.max() - 1) <= 1.5 and abs(y + h - ys.max() - 1) <= 1.5
+    # every labelled pixel belongs to an annotation of its class, and the
+    # shapes are what the image shows: their pixels differ from the background
+    for img in coco.imgs.values():
+        stem = Path(img['file_name']).stem
+        label = cv2.imread(str(demo_root / 'ade' / 'annotations' / 'training' / f'{stem}.png'),
+                           cv2.IMREAD_UNCHANGED)
+        pixels = cv2.imread(str(demo_root / 'images' / 'train' / img['file_name'])).astype(float)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img['id']))
+        for cat in (1, 2, 3):
+            union = np.zeros(label.shape, bool)
+            for ann in anns:
+                if ann['category_id'] == cat:
+                    union |= coco.annToMask(ann).astype(bool)
+            assert (union == (label == cat)).all(), (stem, cat)
+        for ann in anns:
+            mask = coco.annToMask(ann).astype(bool)
+            ring = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & \
+                ~mask & (label == 0)
+            if ring.sum() >= 10 and mask.sum() >= 10:
+                inside, outside = pixels[mask].mean(0), pixels[ring].mean(0)
+                assert np.abs(inside - outside).max() > 10, (stem, ann['id'])
 
 
 # --------------------------------------------------------------------------

@@ -298,9 +298,9 @@ def test_fine_tuning_example_with_another_class_count(det_run, demo_root,
 
 
 def test_readme_inferencer_snippet_runs(det_run, demo_root, tmp_path):
-    """The README's DetInferencer example, as written, on the files
+    """docs/usage.md's DetInferencer example, as written, on the files
     tools/train.py saved (linked where `make demo` puts them)."""
-    readme = (ROOT / 'README.md').read_text()
+    readme = (ROOT / 'docs' / 'usage.md').read_text()
     snippet = next(b for b in re.findall(r'```python\n(.*?)```', readme, re.S)
                    if 'DetInferencer(' in b)
     cfg_file, ckpt = det_run

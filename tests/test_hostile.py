@@ -51,6 +51,13 @@ def run(*args, env=None, timeout=TIMEOUT):
     return proc.returncode, proc.stdout
 
 
+def live_process() -> subprocess.Popen:
+    """A process that lives until killed (it waits for input that never
+    comes), for a lock held by a live run."""
+    return subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],
+                            stdin=subprocess.PIPE)
+
+
 def stock_tool(scope: str, name: str) -> str:
     import importlib
     module = importlib.import_module(scope)
@@ -385,7 +392,7 @@ def test_find_resumable_checkpoint_says_why(tmp_path):
 
 
 def test_a_live_run_holds_its_work_dir(tmp_path, capsys):
-    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    sleeper = live_process()
     try:
         (tmp_path / LOCK_NAME).write_text(f'{sleeper.pid} {os.uname()[1]} x y\n')
         with pytest.raises(WorkDirBusyError, match=rf'pid {sleeper.pid}'):
@@ -402,7 +409,7 @@ def test_a_live_run_holds_its_work_dir(tmp_path, capsys):
 
 
 def test_tools_refuse_a_work_dir_a_live_run_holds(demo_root, tmp_path):
-    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])
+    sleeper = live_process()
     try:
         tmp_path.mkdir(exist_ok=True)
         (tmp_path / LOCK_NAME).write_text(f'{sleeper.pid} {os.uname()[1]} x y\n')
@@ -484,8 +491,8 @@ def test_every_process_stops_at_the_same_iteration(tmp_path):
 
 def test_nonfinite_weights_do_not_load_without_the_opt_out(tmp_path):
     path = tmp_path / 'nan.pth'
-    weight = torch.ones(3, 2)
-    weight[1, 0] = float('nan')
+    weight = torch.ones(1, 2)
+    weight[0, 0] = float('nan')
     torch.save({'state_dict': {'linear.weight': weight, 'linear.bias': torch.ones(1)}}, path)
     with pytest.raises(NonFiniteCheckpointError, match=r'linear\.weight \(1 NaN'):
         CheckpointLoader.load_checkpoint(str(path))
@@ -493,10 +500,11 @@ def test_nonfinite_weights_do_not_load_without_the_opt_out(tmp_path):
         CheckpointLoader.load_checkpoint(str(path))
     # through a Runner's load_from, with the config key as the opt-out
     with pytest.raises(NonFiniteCheckpointError, match='allow_nonfinite_weights'):
-        toy_runner(tmp_path / 'a', load_from=str(path),
-                   allow_partial_checkpoint=True).train()
-    toy_runner(tmp_path / 'b', load_from=str(path), nan_from=None,
-               allow_partial_checkpoint=True, allow_nonfinite_weights=True)
+        toy_runner(tmp_path / 'a', load_from=str(path)).train()
+    runner = toy_runner(tmp_path / 'b', load_from=str(path), allow_nonfinite_weights=True)
+    with pytest.raises(NonFiniteLossError):  # the NaN weight loaded, and trained on
+        runner.train()
+    assert torch.isnan(runner.model.linear.weight).any()
 
 
 def test_convert_refuses_nonfinite_weights_and_its_own_input(tmp_path):

@@ -41,6 +41,14 @@ def test_dist_scripts_exec_torchrun(tmp_path):
     assert pid == shell  # exec: the launcher is the script's own process
     assert args[:2] == ['-m', 'torch.distributed.run']
     assert '--nproc_per_node=2' in args
+    # one machine: torchrun picks a free port; a given PORT (or several nodes) pins it
+    assert '--standalone' in args and not any(a.startswith('--master_port') for a in args)
+    _, _, pinned = run_script('dist_train.sh', 'CFG', 2, PYTHON=str(python), PORT='29411')
+    assert '--master_port=29411' in pinned and '--standalone' not in pinned
+    _, _, nodes = run_script('dist_train.sh', 'CFG', 2, PYTHON=str(python), NNODES='2',
+                             NODE_RANK='1', MASTER_ADDR='10.1.2.3')
+    assert {'--nnodes=2', '--node_rank=1', '--master_addr=10.1.2.3',
+            '--master_port=29500'} <= set(nodes)
     assert args[-5].endswith('tools/train.py')
     assert args[-4:] == ['CFG', '--launcher', 'pytorch', '--amp']
 
@@ -104,7 +112,7 @@ def test_sigterm_to_dist_train_ends_every_process(tmp_path, demo_root):
         ['bash', str(TOOLS / 'dist_train.sh'), str(ROOT / SEG_CFG), '2',
          '--work-dir', str(tmp_path / 'w'), '--cfg-options',
          *seg_data_overrides(demo_root)],
-        cwd=tmp_path, env=tool_env(PYTHON=sys.executable, PORT='29517'),
+        cwd=tmp_path, env=tool_env(PYTHON=sys.executable),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
@@ -117,7 +125,10 @@ def test_sigterm_to_dist_train_ends_every_process(tmp_path, demo_root):
                        .replace('\0', ' ')] if proc.poll() is None else []
             assert proc.poll() is None, 'dist_train.sh ended by itself'
         assert len(started) >= 2, 'the trainers did not start'
-        time.sleep(3)  # well into their start-up
+        # well into their start-up: the Runner has written its work dir
+        while time.time() < deadline and not list((tmp_path / 'w').glob('*/*.log')):
+            time.sleep(0.5)
+        assert list((tmp_path / 'w').glob('*/*.log')), 'the trainers built no Runner'
         assert proc.poll() is None and all(map(alive, started))
         everything = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGTERM)  # to the script only, as Slurm's

@@ -2,7 +2,6 @@
 (no fresh pages to fault in, no trimming), and users can turn it off."""
 import json
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -50,23 +49,30 @@ def probe(env_value=None):
     return json.loads(out.splitlines()[-1])
 
 
-@needs_glibc
-def test_freed_memory_is_reused_and_kept():
-    res = probe()
-    assert res['applied']
-    pages = 2**26 // resource.getpagesize()  # of a 64 MiB tensor
-    # once the heap has grown, a new 64 MiB tensor reuses freed pages
-    assert max(res['faults'][-3:]) < pages // 10, res
-    assert res['freed_mib'] < 16, res  # the heap is not trimmed
+@pytest.fixture(scope='module')
+def probes():
+    """The probe with the project's setting and with glibc's default."""
+    return probe(), probe('default')
 
 
 @needs_glibc
-def test_default_leaves_glibc_as_it_is():
-    res = probe('default')
-    assert not res['applied']
-    pages = 2**26 // resource.getpagesize()  # of a 64 MiB tensor
-    assert min(res['faults']) > pages // 2, res  # mmap'd and unmapped each time
-    assert res['freed_mib'] > 256, res
+def test_freed_memory_is_reused_and_kept(probes):
+    """Against glibc as it is (whatever page size the kernel hands out): a
+    64 MiB tensor after the first ones takes a small share of the page
+    faults, and freeing 512 MiB gives back a small share of the memory."""
+    keep, default = probes
+    assert keep['applied'] and not default['applied']
+    assert max(keep['faults'][-3:]) * 8 < min(default['faults']), (keep, default)
+    assert keep['freed_mib'] * 8 < default['freed_mib'], (keep, default)
+
+
+@needs_glibc
+def test_default_leaves_glibc_as_it_is(probes):
+    """glibc maps each large block and unmaps it when freed: every 64 MiB
+    tensor faults its pages in anew, and the 512 MiB one goes back."""
+    _, default = probes
+    assert min(default['faults']) >= max(default['faults']) // 2 > 0, default
+    assert default['freed_mib'] > 512 / 2, default
 
 
 def test_bad_setting_is_an_error_naming_the_choices(monkeypatch):

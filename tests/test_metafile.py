@@ -3,6 +3,7 @@ configs/metafile.yml (mim's format) list exactly the configs in configs/,
 with the figures of the README's Results table and the authors' checkpoint
 links; each recipe's auto_scale_lr.base_batch_size is its total batch."""
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,6 +53,8 @@ def test_every_config_listed_once_and_every_listed_config_exists():
     assert sorted(listed) == RECIPES
     names = [m['Name'] for m in models()]
     assert len(set(names)) == len(names)
+    # a model's name is its config's file name, as in OpenMMLab's indexes
+    assert names == [Path(m['Config']).stem for m in models()]
     collections = yaml.safe_load(
         (ROOT / 'configs' / 'metafile.yml').read_text())['Collections']
     assert {m['In Collection'] for m in models()} == {c['Name'] for c in collections}
@@ -81,12 +84,26 @@ def test_official_figures_equal_the_readme_table():
         assert model['Weights'] == row['link'] and row['link'].startswith(AUTHORS)
 
 
+@pytest.mark.parametrize('config', RECIPES)
+def test_schedule_and_batch_match_the_config(config):
+    """Every entry's epochs or iterations and its batch are the config's."""
+    model = next(m for m in models() if m['Config'] == config)
+    cfg = Config.fromfile(str(ROOT / config))
+    meta = model['Metadata']
+    if cfg.train_cfg.get('max_epochs'):
+        assert meta['Epochs'] == cfg.train_cfg.max_epochs and 'Iterations' not in meta
+    else:
+        assert meta['Iterations'] == cfg.train_cfg.max_iters and 'Epochs' not in meta
+    gpus = int(meta['Training Resources'].split('x')[0])
+    assert meta['Batch Size'] == cfg.train_dataloader.batch_size * gpus
+
+
 @pytest.mark.parametrize('config', OFFICIAL)
 def test_metadata_matches_the_config(config):
     model = next(m for m in models() if m['Config'] == config)
     cfg = Config.fromfile(str(ROOT / config))
     arch = cfg.model.backbone.arch
-    assert f'vit3-{arch[0]}' in model['Name']
+    assert f'vit3_{arch[0]}' in model['Name']
     assert model['Metadata']['Pretrained'].startswith(AUTHORS)
     # the batch the lr was set for: per GPU x the paper's 8 GPUs
     amp = 'Mixed Precision Training' in model['Metadata']['Training Techniques']

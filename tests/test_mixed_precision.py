@@ -34,9 +34,11 @@ GRAD_COS = 0.85
 #: Losses of the demo models: the same rounding, on values of order 1.
 LOSS_RTOL = 0.1
 
-DEVICES = [('cpu', torch.bfloat16)]
-if torch.cuda.is_available():  # not run on the CPU-only CI
-    DEVICES += [('cuda', torch.float16), ('cuda', torch.bfloat16)]
+#: The CUDA cases are always listed, and reported as skipped without a GPU.
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+DEVICES = [('cpu', torch.bfloat16),
+           pytest.param('cuda', torch.float16, marks=NEEDS_CUDA),
+           pytest.param('cuda', torch.bfloat16, marks=NEEDS_CUDA)]
 
 IMPLS = ['fused', 'plain']
 

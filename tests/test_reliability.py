@@ -14,7 +14,6 @@ import os
 import pickle
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,12 +62,6 @@ def reference(demo_root, tmp_path_factory):
     assert rc == 0, out[-5000:]
     assert (work / f'iter_{MAX_ITERS}.pth').is_file(), out[-3000:]
     return work
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def with_extra(src: Path, dst: Path, obj) -> Path:
@@ -170,32 +163,28 @@ def test_trust_opt_in_loads_a_harmless_object_for_that_run_only(
 # 2. resume after SIGKILL; 3. determinism
 
 
+#: The iteration after which the killed run dies (a checkpoint was saved at 2).
+KILLED_AFTER = 3
+
+
 @pytest.fixture(scope='module')
 def killed(demo_root, tmp_path_factory):
-    """A run like the reference one, killed with SIGKILL once it has saved a
-    checkpoint and logged a later iteration: (work dir, its command, the
-    iteration of the last checkpoint, its output)."""
+    """A run like the reference one that dies of SIGKILL right after
+    iteration KILLED_AFTER (a test-only hook kills it, once), having saved a
+    checkpoint at 2: (work dir, its command, the iteration of the last
+    checkpoint, its output)."""
     work = tmp_path_factory.mktemp('killed')
-    cmd = [sys.executable, 'tools/train.py', SEG_CFG, '--work-dir', str(work),
+    config = work.parent / f'{work.name}_config.py'
+    config.write_text(f"_base_ = '{ROOT / SEG_CFG}'\n"
+                      "custom_imports = dict(imports=['mmvit3', '_kill_hook'], "
+                      'allow_failed_imports=False)\n'
+                      "custom_hooks = [dict(type='KillAfterIterHook', "
+                      f'iteration={KILLED_AFTER})]\n')
+    cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir', str(work),
            '--cfg-options', *run_overrides(demo_root)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=tool_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            logged = re.search(r'Iter\(train\) \[\s*(\d+)/', line)
-            if logged and int(logged.group(1)) > 2 and \
-                    (work / 'last_checkpoint').is_file():
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out = ''.join(lines)
+    proc = subprocess.run(cmd, cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    out = proc.stdout
     assert proc.returncode == -signal.SIGKILL, out[-3000:]
     last = (work / 'last_checkpoint').read_text().strip()
     saved = int(re.search(r'iter_(\d+)\.pth$', last).group(1))
@@ -214,8 +203,8 @@ def test_seeded_deterministic_runs_repeat_their_losses(reference, killed):
 def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_state(
         reference, killed, demo_root, tmp_path):
     work, cmd, saved, out = killed
-    assert 2 <= saved < MAX_ITERS, out[-3000:]
-    assert f'Iter(train) [{saved + 1}/{MAX_ITERS}]' in out  # killed mid-way
+    assert saved == 2, out[-3000:]
+    assert f'Iter(train) [{KILLED_AFTER}/{MAX_ITERS}]' in out  # killed mid-way
     assert not (work / f'iter_{MAX_ITERS}.pth').exists()
 
     rc, out = run_tool(*cmd[1:], '--resume')
@@ -301,7 +290,7 @@ def test_dist_train_two_cpu_processes_hold_identical_weights(
         ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
          str(work), '--cfg-options',
          *run_overrides(demo_root, max_iters=2)],
-        cwd=ROOT, env=tool_env(PORT=str(free_port()), PYTHON=sys.executable),
+        cwd=ROOT, env=tool_env(PYTHON=sys.executable),  # torchrun picks a free port
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=TIMEOUT)
     out = proc.stdout

@@ -79,7 +79,7 @@ def test_bad_arguments_raise(kwargs, match):
 
 
 def test_arch_must_be_str_or_dict():
-    with pytest.raises(TypeError, match='str or a dict'):
+    with pytest.raises(ValueError, match='str or a dict'):
         ViT3(arch=3)
 
 

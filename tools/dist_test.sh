@@ -4,7 +4,8 @@
 # backend (chosen by tools/test.py). PYTHON names the interpreter (default
 # python).
 #   tools/dist_test.sh CONFIG CHECKPOINT NPROC [tools/test.py args...]
-# Several nodes: NNODES, NODE_RANK, MASTER_ADDR and PORT, as tools/dist_train.sh.
+# One machine: a free port is picked; several nodes: NNODES, NODE_RANK,
+# MASTER_ADDR and PORT, as tools/dist_train.sh.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
     echo "usage: $0 CONFIG CHECKPOINT NPROC [tools/test.py args...]" >&2
@@ -16,19 +17,21 @@ CHECKPOINT=$2
 NPROC=$3
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS=$(dirname "$0")
+if [[ $NNODES == 1 && -z ${PORT:-} && -z ${MASTER_ADDR:-} ]]; then
+    # one machine: torchrun picks a free port itself, so two jobs never collide
+    RENDEZVOUS=(--standalone)
+else
+    RENDEZVOUS=(--nnodes="$NNODES" --node_rank="$NODE_RANK"
+                --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}")
+fi
 
 # exec: torchrun takes this shell's process, so a scheduler's SIGTERM to
 # the script reaches torchrun, which stops every process it started
 export PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
+    "${RENDEZVOUS[@]}" \
     --nproc_per_node="$NPROC" \
-    --master_port="$PORT" \
     "$TOOLS/test.py" \
     "$CONFIG" \
     "$CHECKPOINT" \

@@ -14,7 +14,8 @@
 #      (no wheels exist for current torch): needs setuptools<81 (pkg_resources)
 #      and --no-build-isolation. Takes 7-20 minutes on 2 cores, once; pip
 #      caches the built wheel.
-#   3. mmvit3 itself (editable) with mmdet, mmsegmentation and the test tools.
+#   3. mmvit3 itself (editable) with mmdet, mmsegmentation and the test tools
+#      (openmim without its dependency on opendatalab / openxlab).
 #
 # Environment: PYTHON (default python3), MMVIT3_VENV (default 1),
 # TORCH_VERSION (default 2.13.0), MAX_JOBS (parallel compile jobs for mmcv).
@@ -93,6 +94,10 @@ fi
 # 3. mmvit3, mmdet, mmsegmentation and the test tools
 echo "[setup] installing mmvit3 (editable) with mmdet and mmsegmentation"
 pip_install -e "$ROOT[tests]"
+# openmim (for the tests of mim's doors) without its declared dependency
+# opendatalab, which mim does not import and whose openxlab pins and downgrades
+# setuptools and requests; what mim does import comes with the tests extra
+pip_install --no-deps 'openmim==0.3.9'
 
 "$PYTHON" - <<'EOF'
 import mmcv, mmdet, mmseg, mmvit3, torch

@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from ..config import check_project_keys, config_scope, load_config, typed_dicts
+from ..config import check_project_keys, config_flag, config_scope, load_config, typed_dicts
 from ..errors import AmpUnavailableError, ConfigError, MMViT3Error, exit_status
 from .paths import propagate_data_root, resolve_against_repo
 
@@ -46,12 +46,22 @@ def tool_main(tool: str) -> Callable:
             except MMViT3Error as err:
                 if os.environ.get(DEBUG_ENV_VAR, '') not in ('', '0'):
                     traceback.print_exc()
-                print(f'{tool}: {err}', file=sys.stderr)
+                print(f'{tool}: {error_message(err)}', file=sys.stderr)
                 return exit_status(err)
 
         return run
 
     return wrap
+
+
+def error_message(err: BaseException) -> str:
+    """The message of ``err``; one re-raised by a DataLoader worker carries
+    the worker's traceback, of which only its own last line counts."""
+    text = str(err)
+    marker = f'{type(err).__name__}: '
+    if 'Original Traceback' in text and marker in text:
+        return text[text.rindex(marker) + len(marker):].strip()
+    return text
 
 
 class CfgOptionsAction(DictAction):
@@ -92,7 +102,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
     """``--trust-checkpoint`` or ``trust_checkpoint = True`` in the config."""
-    return bool(args.trust_checkpoint or cfg.get('trust_checkpoint', False))
+    return bool(args.trust_checkpoint or config_flag(cfg, 'trust_checkpoint'))
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

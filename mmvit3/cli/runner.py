@@ -17,10 +17,10 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from ..config import config_scope, explain_unknown_types
+from ..config import config_flag, config_scope, explain_unknown_types
 from ..datasets import check_annotations, check_data, largest_images
 from ..engine import (CHECKED_LOADING_HOOK, RUN_HOOKS, CheckedImageLoadingHook, DataCheckHook,
-                      hold_work_dir)
+                      check_new_run, hold_work_dir)
 from ..errors import EXIT_FAILURE, EXIT_OK, DatasetNotFoundError, MMViT3Error
 from ..safe_load import (TOOLS_HINT, allow_nonfinite_weights, set_opt_in_hint,
                          trust_checkpoints)
@@ -171,11 +171,13 @@ def run_runner(cfg: Config,
         with set_opt_in_hint(TOOLS_HINT):
             if mode == 'train':
                 check_amp(cfg)
-                if int(os.environ.get('RANK', 0)) == 0:
-                    hold_work_dir(cfg.work_dir)  # before the Runner writes there
+                if int(os.environ.get('RANK', 0)) == 0:  # before the Runner writes there
+                    check_new_run(cfg.work_dir, bool(cfg.get('resume')),
+                                  config_flag(cfg, 'overwrite_checkpoints'))
+                    hold_work_dir(cfg.work_dir)
             with explain_unknown_types(cfg), \
                     trust_checkpoints(wants_trust(args, cfg)), \
-                    allow_nonfinite_weights(cfg.get('allow_nonfinite_weights', False)):
+                    allow_nonfinite_weights(config_flag(cfg, 'allow_nonfinite_weights')):
                 runner = build_runner(cfg)
                 if not names_hook(cfg, CHECKED_LOADING_HOOK):
                     # checked loading without changing the config the Runner saves

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
     parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='let this run replace the checkpoints an earlier run left in the work dir '
+        '(refused otherwise; same as `overwrite_checkpoints = True` in the config)')
+    parser.add_argument(
         '--tensorboard',
         action='store_true',
         help='also log losses, learning rates and metrics for TensorBoard '
@@ -109,6 +114,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if args.tensorboard:
         enable_tensorboard(cfg)
+    if args.overwrite:
+        cfg.overwrite_checkpoints = True
     return cfg
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Union
 from mmengine.config import Config
 
 from ..errors import ConfigError
-from .keys import PROJECT_KEYS, check_project_keys, close_project_key
+from .keys import PROJECT_KEYS, check_project_keys, close_project_key, config_flag, strict_bool
 from .tree import typed_dicts
 from .types import CUSTOM_IMPORTS, explain_unknown_types, unknown_type_message
 
@@ -58,6 +58,6 @@ def config_scope(cfg: Config, tool: Optional[str] = None) -> str:
 
 __all__ = [
     'SCOPES', 'load_config', 'config_scope', 'typed_dicts', 'PROJECT_KEYS',
-    'check_project_keys', 'close_project_key', 'CUSTOM_IMPORTS', 'explain_unknown_types',
+    'check_project_keys', 'close_project_key', 'config_flag', 'strict_bool', 'CUSTOM_IMPORTS', 'explain_unknown_types',
     'unknown_type_message'
 ]

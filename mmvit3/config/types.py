@@ -16,10 +16,11 @@ Runner.
 import contextlib
 import difflib
 import importlib
+import inspect
 import re
 from typing import Any, Iterator, List, Optional, Tuple
 
-from ..errors import UnknownTypeError
+from ..errors import ConfigError, UnknownTypeError
 from .tree import typed_dicts
 
 #: What mmengine's registries raise for an unknown type: ``'<type> is not in
@@ -145,11 +146,69 @@ def unknown_type_message(error: BaseException,
     return '\n'.join(lines)
 
 
+#: What a class built from a config raises for a key it does not take,
+#: inside mmengine's ``class `Name` in file.py: ...`` wrappers.
+_UNKNOWN_ARGUMENT = re.compile(
+    r"(?:(?P<cls>\w+)\.__init__\(\) )?got an unexpected keyword argument '(?P<arg>\w+)'")
+_BUILT_CLASS = re.compile(r'class `(?P<cls>[\w.]+)` in (?P<file>[^:]+):')
+
+
+def _registered_class(name: str, cfg: Any) -> Any:
+    """The class registered as ``name`` in the config's library (any of its
+    registries), or None."""
+    from mmengine.registry import Registry
+    scope = (cfg.get('default_scope') if cfg is not None else None) or 'mmengine'
+    try:
+        module = importlib.import_module(f'{scope}.registry')
+    except ImportError:
+        return None
+    for registry in vars(module).values():
+        if isinstance(registry, Registry):
+            found = registry.get(name)
+            if found is not None:
+                return found
+    return None
+
+
+def unknown_argument_message(error: BaseException, cfg: Any = None) -> Optional[str]:
+    """A message for a class built from a config that got a keyword it does
+    not take (``TypeError: ... got an unexpected keyword argument 'archh'``),
+    or None if ``error`` is something else: the class and its file, where the
+    config sets the key, the closest arguments the class takes."""
+    text = str(error)
+    arg = _UNKNOWN_ARGUMENT.search(text)
+    if arg is None:
+        return None
+    built = [m for m in _BUILT_CLASS.finditer(text) if m.start() < arg.start()]
+    name = arg['cls'] or (built[-1]['cls'] if built else None)
+    if name is None:
+        return None
+    key = arg['arg']
+    cls = _registered_class(name, cfg)
+    where = built[-1]['file'] if built else getattr(inspect.getmodule(cls), '__file__', '')
+    keys = [f'{path}.{key}' for path, node in (typed_dicts(cfg) if cfg is not None else [])
+            if node['type'] == name and key in node]
+    lines = [f'{name}{f" ({where})" if where else ""} takes no argument {key!r}' +
+             (f', which the config sets at {", ".join(keys)}' if keys else '') + '.']
+    try:
+        taken = [p for p in inspect.signature(cls).parameters if p not in ('self', 'kwargs')]
+    except (TypeError, ValueError):
+        taken = []
+    meant = close_matches(key, taken)
+    if meant:
+        lines.append('Did you mean: ' + ', '.join(repr(m) for m in meant) + '?')
+    if taken:
+        lines.append(f'{name} takes: {", ".join(taken)}.')
+    return ' '.join(lines)
+
+
 @contextlib.contextmanager
 def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
     """Re-raise mmengine's unknown-type ``KeyError`` inside the block as an
-    :class:`UnknownTypeError` with :func:`unknown_type_message`; other
-    exceptions pass through unchanged.
+    :class:`~mmvit3.errors.UnknownTypeError` with :func:`unknown_type_message`,
+    and a built class's unknown argument (a misspelt config key) as a
+    :class:`~mmvit3.errors.ConfigError` with :func:`unknown_argument_message`;
+    other exceptions pass through unchanged.
 
     Args:
         cfg (Config | dict, optional): The config the block builds from.
@@ -167,3 +226,8 @@ def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
             message, type_name, scope, registry_name,
             close_matches(type_name, registered_names(registry))
             if registry is not None else []) from None
+    except TypeError as error:
+        message = unknown_argument_message(error, cfg)
+        if message is None:
+            raise
+        raise ConfigError(message) from None

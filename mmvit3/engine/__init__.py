@@ -9,7 +9,8 @@ from .checkpointing import (SafeCheckpointHook, atomic_write_text, checkpoint_pr
 from .fit import check_has_weights, check_model_checkpoint
 from .hooks import CheckpointSafetyHook, DataCheckHook, NonFiniteLossHook
 from .image_hook import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
-from .workdir import LOCK_NAME, WorkDirLockHook, hold_work_dir, release_work_dir
+from .workdir import (LOCK_NAME, WorkDirLockHook, check_new_run, earlier_checkpoints,
+                      hold_work_dir, release_work_dir)
 
 #: The hooks tools/train.py and tools/test.py give a run (they check the data
 #: themselves, before building; configs/_base_/mmvit3_runtime.py also names
@@ -26,6 +27,7 @@ __all__ = [
     'SafeCheckpointHook', 'atomic_write_text', 'checkpoint_problem',
     'find_resumable_checkpoint', 'check_has_weights', 'check_model_checkpoint',
     'CheckpointSafetyHook', 'DataCheckHook', 'NonFiniteLossHook', 'CHECKED_LOADING_HOOK',
-    'CheckedImageLoadingHook', 'LOCK_NAME', 'WorkDirLockHook', 'hold_work_dir',
+    'CheckedImageLoadingHook', 'LOCK_NAME', 'WorkDirLockHook', 'check_new_run',
+    'earlier_checkpoints', 'hold_work_dir',
     'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES'
 ]

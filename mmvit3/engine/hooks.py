@@ -14,10 +14,12 @@ mmdet's / mmseg's own tools).
   run.
 * :class:`NonFiniteLossHook`: a NaN / Inf loss stops training.
 """
+import contextlib
+import functools
 import logging
 import math
 import os.path as osp
-from typing import Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from mmengine.dist import all_reduce, get_world_size
@@ -45,37 +47,79 @@ def unwrapped_model(runner):
     return model
 
 
+def _under_policy(method: Callable, trusted: bool, allow_nonfinite: bool,
+                  hint: Optional[str]) -> Callable:
+    """``method`` run with the config's checkpoint opt-ins: they hold for
+    that call only, and end with it also when it fails."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            if trusted:
+                stack.enter_context(safe_load.trust_checkpoints(True))
+            if allow_nonfinite:
+                stack.enter_context(safe_load.allow_nonfinite_weights(True))
+            if hint is not None:
+                stack.enter_context(safe_load.set_opt_in_hint(hint))
+            return method(*args, **kwargs)
+
+    return run
+
+
+def optimizer_changes(optimizer: Any, checkpoint: dict) -> List[str]:
+    """What the config's optimizer (``optimizer``, as built for this run)
+    sets differently from a checkpoint's optimizer state: ``lr`` (each
+    group's initial one), ``weight_decay``, ``momentum``, ``betas``, ``eps``."""
+    stored = (checkpoint.get('optimizer') or {}).get('param_groups') or []
+    groups = getattr(optimizer, 'param_groups', None) or []
+    changes = []
+    for key in ('lr', 'weight_decay', 'momentum', 'betas', 'eps'):
+        pairs = [(g.get('initial_lr', g.get(key)) if key == 'lr' else g.get(key),
+                  o.get('initial_lr', o.get(key)) if key == 'lr' else o.get(key))
+                 for g, o in zip(stored, groups)]
+        differ = [(old, new) for old, new in pairs
+                  if old is not None and new is not None and old != new]
+        if differ:
+            old, new = differ[0]
+            changes.append(f'{key} {old} in the checkpoint, {new} in the config')
+    return changes
+
+
 class CheckpointSafetyHook(Hook):
     """The checkpoint policy of a run, from its config.
 
-    Before the run: ``trust_checkpoint = True`` fully unpickles the files
-    this run loads (only for files you trust), ``allow_nonfinite_weights =
-    True`` loads weights holding NaN / Inf; both end with the run. A
-    ``resume`` without a file (``--resume``) takes the newest readable
-    checkpoint of the work dir when ``last_checkpoint`` is missing, empty,
-    stale or names an unreadable file, and logs which. A plain
-    ``CheckpointHook`` becomes a :class:`SafeCheckpointHook`.
+    Its keys are booleans, read strictly (``'no'`` is an error, not true):
+    ``trust_checkpoint = True`` fully unpickles the files this run loads
+    (only for files you trust) and ``allow_nonfinite_weights = True`` loads
+    weights holding NaN / Inf, each for the run's own loads only (the
+    model's initialisation and ``load_from`` / ``resume``), ending with them
+    also when they fail. A ``resume`` without a file (``--resume``) takes the
+    newest readable checkpoint of the work dir when ``last_checkpoint`` is
+    missing, empty, stale or names an unreadable file, and logs which. A
+    plain ``CheckpointHook`` becomes a :class:`SafeCheckpointHook`.
 
     After a checkpoint is read and before it is loaded: one that does not
     fit the model (another arch, task or head layout) is refused
     (:func:`~mmvit3.engine.fit.check_model_checkpoint`; strict, entry
     by entry, except for ``load_from`` in training, where heads of other
     shapes are skipped by mmengine for fine-tuning);
-    ``allow_partial_checkpoint = True`` turns the check off.
+    ``allow_partial_checkpoint = True`` turns the check off. A resume whose
+    config sets the optimizer otherwise than the checkpoint (mmengine keeps
+    the checkpoint's) says so.
     """
     priority = 'VERY_HIGH'
 
-    def __init__(self) -> None:
-        self._restore = []
-
     def before_run(self, runner) -> None:
         cfg = runner.cfg
-        if cfg.get('trust_checkpoint', False):
-            self._restore.append(safe_load.trust_checkpoints(True))
-        if cfg.get('allow_nonfinite_weights', False):
-            self._restore.append(safe_load.allow_nonfinite_weights(True))
-        if not safe_load.opt_in_hint_set():  # a stock tool: the config key
-            safe_load.set_opt_in_hint(safe_load.CONFIG_HINT)
+        trusted = safe_load.config_flag(cfg, 'trust_checkpoint')
+        allow_nonfinite = safe_load.config_flag(cfg, 'allow_nonfinite_weights')
+        safe_load.config_flag(cfg, 'allow_partial_checkpoint')  # read after loading
+        # a stock tool has not said how its user opts in: the config key
+        hint = None if safe_load.load_policy().opt_in_hint else safe_load.CONFIG_HINT
+        for name in ('_init_model_weights', 'load_or_resume'):
+            if hasattr(runner, name):
+                setattr(runner, name,
+                        _under_policy(getattr(runner, name), trusted, allow_nonfinite, hint))
         for hook in runner.hooks:
             if type(hook) is CheckpointHook:  # same state, safer saving
                 hook.__class__ = SafeCheckpointHook
@@ -92,12 +136,19 @@ class CheckpointSafetyHook(Hook):
                       level=logging.WARNING)
             runner._load_from = chosen
 
-    def after_run(self, runner) -> None:
-        while self._restore:
-            self._restore.pop().__exit__(None, None, None)
-
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if runner.cfg.get('allow_partial_checkpoint', False):
+        resuming = _training(runner) and runner._resume
+        optim_wrapper = getattr(runner, 'optim_wrapper', None)
+        if resuming and hasattr(optim_wrapper, 'optimizer'):
+            changes = optimizer_changes(optim_wrapper.optimizer, checkpoint)
+            if changes:
+                print_log(
+                    f'Resume: the config sets the optimizer otherwise than the checkpoint '
+                    f'({"; ".join(changes)}); training continues with the checkpoint\'s '
+                    f'optimizer state, as mmengine restores it. To train with the '
+                    f'config\'s, start from the checkpoint with load_from instead of '
+                    f'resume.', logger='current', level=logging.WARNING)
+        if safe_load.config_flag(runner.cfg, 'allow_partial_checkpoint'):
             return
         strict = not (_training(runner) and not runner._resume)
         try:

@@ -2,22 +2,52 @@
 """One training run per work dir: a lock file holding the pid, host and
 start time of the run that writes there (:func:`hold_work_dir`), taken by
 ``tools/train.py`` before the Runner is built and by
-:class:`WorkDirLockHook` for other tools."""
+:class:`WorkDirLockHook` for other tools; and a new run never replaces the
+checkpoints of an earlier one unless asked (:func:`check_new_run`)."""
 import atexit
 import logging
 import os
 import os.path as osp
+import re
 import socket
 import time
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
-from ..errors import WorkDirBusyError
+from ..errors import EarlierRunError, WorkDirBusyError
+from ..config import config_flag
 
 LOCK_NAME = '.mmvit3_train.lock'
+#: The files of a run's checkpoints in its work dir.
+_CHECKPOINT = re.compile(r'^(?:(?:iter|epoch)_\d+|best_.+)\.pth$')
+
+
+def earlier_checkpoints(work_dir: str) -> List[str]:
+    """The checkpoints (``iter_*.pth``, ``epoch_*.pth``, ``best_*.pth``) a
+    run left in ``work_dir``, sorted."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(name for name in os.listdir(work_dir) if _CHECKPOINT.match(name))
+
+
+def check_new_run(work_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a training run (not ``resume``) in a work dir that
+    holds the checkpoints of an earlier one, unless ``overwrite``.
+
+    Raises:
+        EarlierRunError: Naming the work dir, its checkpoints and the choices.
+    """
+    found = earlier_checkpoints(work_dir)
+    if found and not resume and not overwrite:
+        shown = ', '.join(found[:4]) + (f' ... ({len(found)} in all)' if len(found) > 4 else '')
+        raise EarlierRunError(
+            f'The work dir {work_dir} holds the checkpoints of an earlier run ({shown}): a '
+            f'new run would replace them. Continue that run with --resume, train into '
+            f'another --work-dir, or replace them with --overwrite (tools/train.py) / '
+            f'overwrite_checkpoints = True in the config.')
 
 
 def _alive(pid: int) -> bool:
@@ -91,7 +121,9 @@ def release_work_dir(path: str) -> None:
 class WorkDirLockHook(Hook):
     """Refuse a second training run on a work dir that a live run holds,
     instead of letting both write the same checkpoints
-    (:func:`hold_work_dir` before training, released when the run ends).
+    (:func:`hold_work_dir` before training, released when the run ends), and
+    a new run where an earlier one left checkpoints (:func:`check_new_run`;
+    ``overwrite_checkpoints = True`` allows it).
     ``tools/train.py`` takes the lock before the Runner is built, so that
     not even the config dump of a live run is replaced. Main process only."""
     priority = 'VERY_HIGH'
@@ -101,6 +133,8 @@ class WorkDirLockHook(Hook):
 
     def before_train(self, runner) -> None:
         if is_main_process():
+            check_new_run(runner.work_dir, bool(runner._resume),
+                          config_flag(runner.cfg, 'overwrite_checkpoints'))
             self._path = hold_work_dir(runner.work_dir)
 
     def after_run(self, runner) -> None:

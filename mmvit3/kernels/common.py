@@ -2,7 +2,8 @@
 """Helpers the fused kernels share: token/grid views, the autocast dtype,
 standard-strided weight gradients, the ReLU's gradient, and the convolution
 ops' saved inputs and calls."""
-from typing import Optional, Tuple
+import contextlib
+from typing import ContextManager, Optional, Tuple
 
 import torch
 
@@ -24,15 +25,28 @@ def tokens(x: torch.Tensor) -> torch.Tensor:
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype autocast runs matmuls and convolutions in for ``x``'s
-    device, or ``x``'s own dtype where autocast is off."""
+    device, or ``x``'s own dtype where autocast is off (or the device has
+    none, as ``meta``)."""
     device = x.device.type
-    if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
-        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
-    elif device == 'cpu':
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    else:
-        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    try:
+        if hasattr(torch, 'get_autocast_dtype'):  # torch >= 2.4
+            enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+        elif device == 'cpu':
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    except RuntimeError:  # a device type autocast does not know
+        return x.dtype
     return dtype if enabled else x.dtype
+
+
+def autocast_off(x: torch.Tensor) -> ContextManager:
+    """Autocast switched off for ``x``'s device inside the block (nothing to
+    switch off on a device autocast does not know, as ``meta``)."""
+    try:
+        return torch.autocast(x.device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def with_standard_strides(grad: torch.Tensor) -> torch.Tensor:
@@ -72,6 +86,6 @@ def call_conv_op(op, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     dtype autocast would give a convolution (or ``x``'s without autocast),
     with autocast off inside."""
     dtype = autocast_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
+    with autocast_off(x):
         return op(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
                   stride, padding, relu)

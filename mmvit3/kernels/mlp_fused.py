@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import autocast_dtype, grid, tokens, with_standard_strides
+from .common import autocast_dtype, autocast_off, grid, tokens, with_standard_strides
 
 
 # ---------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def mlp_tail(x: Tensor, dw_weight: Tensor, dw_bias: Tensor, fc2_weight: Tensor,
     in the dtype autocast would give its convolution and linear layer (the
     weights cast to it, as autocast does), or in ``x``'s dtype."""
     dtype = autocast_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
+    with autocast_off(x):
         return torch.ops.mmvit3.mlp_tail(
             x.to(dtype).contiguous(), dw_weight.to(dtype), dw_bias.to(dtype),
             fc2_weight.to(dtype), fc2_bias.to(dtype), hw_shape[0], hw_shape[1])
@@ -166,7 +166,7 @@ def layer_norm_linear(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, eps: fl
     norm in ``x``'s dtype (float32 under autocast, as autocast runs
     layer_norm), the linear layer in autocast's dtype."""
     dtype = autocast_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
+    with autocast_off(x):
         return torch.ops.mmvit3.layer_norm_linear(x.contiguous(), norm_weight, norm_bias,
                                                   float(eps), weight.to(dtype),
                                                   bias.to(dtype))[0]

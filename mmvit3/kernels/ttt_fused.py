@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import grid, tokens
+from .common import autocast_off, grid, tokens
 from .rope import rope_2d_cos_sin
 
 
@@ -302,7 +302,7 @@ def ttt_inner(qkv: Tensor, w1: Tensor, w2: Tensor, w3: Tensor, hw_shape, num_hea
     through ``mmvit3::ttt_inner``, in float32 or float64, never lower (also
     under autocast); the result has ``qkv``'s dtype."""
     dtype = qkv.dtype if qkv.dtype in (torch.float32, torch.float64) else torch.float32
-    with torch.autocast(qkv.device.type, enabled=False):
+    with autocast_off(qkv):
         out = torch.ops.mmvit3.ttt_inner(qkv.to(dtype).contiguous(), w1.to(dtype),
                                          w2.to(dtype), w3.to(dtype), hw_shape[0],
                                          hw_shape[1], num_heads, float(scale), float(lr),

@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ConfigError
 from ..safe_load import check_finite_weights, load_checkpoint_file
 from .impl import check_impl
 from .weights import BackboneLayout, FilterReport, checkpoint_filter_fn
@@ -57,6 +58,15 @@ def load_pretrained(model: nn.Module,
     return report
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        value == value  # not NaN
+
+
 class BackboneBase(BaseModule):
     """Base of the ViT³ backbones. A subclass sets ``weights_layout`` (its
     archs and file names, :mod:`.weights`), builds ``patch_embed`` and its
@@ -76,14 +86,14 @@ class BackboneBase(BaseModule):
         if isinstance(arch, str):
             key = arch.lower()
             if key not in zoo:
-                raise ValueError(f'Unknown {name} arch {arch!r}; choose one of '
+                raise ConfigError(f'Unknown {name} arch {arch!r}; choose one of '
                                  f'{sorted(set(zoo))} or pass a dict with {keys}')
             return copy.deepcopy(zoo[key])
         if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+            raise ConfigError(f'{name}: arch must be a str or a dict, got {arch!r}')
         missing = set(cls.weights_layout.arch_keys) - set(arch)
         if missing:
-            raise ValueError(f'Custom {name} arch lacks {sorted(missing)}; it needs '
+            raise ConfigError(f'Custom {name} arch lacks {sorted(missing)}; it needs '
                              f'{keys}, got {arch}')
         return cls._check_arch(arch)
 
@@ -91,23 +101,43 @@ class BackboneBase(BaseModule):
     def _check_arch(cls, arch: dict) -> dict:
         raise NotImplementedError
 
+    def _check(self, **args) -> None:
+        """Refuse an argument out of its range: ``name=(value, ok, what it
+        must be)``, each named with its value in the message."""
+        for name, (value, ok, expected) in args.items():
+            if not ok:
+                raise ConfigError(f'{type(self).__name__}: {name} must be {expected}, '
+                                  f'got {value!r}')
+
     def _setup(self, impl: str, out_indices: Union[int, Sequence[int]], frozen_stages: int,
-               count: int, unit: str, norm_eval: bool, with_cp: bool) -> None:
+               count: int, unit: str, norm_eval: bool, with_cp: bool, in_channels: int,
+               mlp_ratio: float, drop_rate: float, drop_path_rate: float) -> None:
         """Check and keep the settings every backbone takes: ``impl``;
         ``out_indices`` as non-negative indices below ``count`` (``unit``:
-        what they count, in messages) and ``frozen_stages`` in
-        ``[-1, count]``."""
+        what they count, in messages), ``frozen_stages`` in ``[-1, count]``
+        and the other arguments in their ranges."""
         self.impl = check_impl(impl)
         if isinstance(out_indices, int):
             out_indices = [out_indices]
+        self._check(out_indices=(out_indices, isinstance(out_indices, (list, tuple)) and all(
+            _is_int(i) for i in out_indices) and len(out_indices) > 0,
+            'one index or a non-empty list of indices'))
         out_indices = [i + count if i < 0 else i for i in out_indices]
         for i in out_indices:
             if not 0 <= i < count:
-                raise ValueError(f'out_indices {tuple(out_indices)} out of range '
-                                 f'for {count} {unit}')
-        if not -1 <= frozen_stages <= count:
-            raise ValueError(f'frozen_stages must be in [-1, {count}], '
-                             f'got {frozen_stages}')
+                raise ConfigError(f'out_indices {tuple(out_indices)} out of range '
+                                  f'for {count} {unit}')
+        self._check(
+            frozen_stages=(frozen_stages, _is_int(frozen_stages) and -1 <= frozen_stages <= count,
+                           f'an integer in [-1, {count}]'),
+            in_channels=(in_channels, _is_int(in_channels) and in_channels >= 1,
+                         'a positive integer'),
+            mlp_ratio=(mlp_ratio, _is_number(mlp_ratio) and mlp_ratio > 0, 'a positive number'),
+            drop_rate=(drop_rate, _is_number(drop_rate) and 0 <= drop_rate < 1, 'in [0, 1)'),
+            drop_path_rate=(drop_path_rate, _is_number(drop_path_rate)
+                            and 0 <= drop_path_rate < 1, 'in [0, 1)'),
+            norm_eval=(norm_eval, isinstance(norm_eval, bool), 'True or False'),
+            with_cp=(with_cp, isinstance(with_cp, bool), 'True or False'))
         self.out_indices: Tuple[int, ...] = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

@@ -16,6 +16,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 
+from ..errors import ConfigError
 from .impl import check_impl, fused_forward
 from .layers import ConvFFN, HWShape, Mlp, grid_to_tokens, tokens_to_grid
 from .ttt import HEAD_DIM, TTTMixer
@@ -63,7 +64,7 @@ class ViT3Block(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if mlp not in MLPS:
-            raise ValueError(f'mlp must be one of {tuple(MLPS)}, got {mlp!r}')
+            raise ConfigError(f'mlp must be one of {tuple(MLPS)}, got {mlp!r}')
         self.with_cp = with_cp
         self.impl = check_impl(impl)
         self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1,

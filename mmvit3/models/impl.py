@@ -22,6 +22,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import ConfigError
+
 #: The choices of ``impl``.
 IMPLS = ('auto', 'plain', 'fused')
 #: Devices ``impl='auto'`` runs the fused kernels on: where they were
@@ -33,9 +35,10 @@ _FUSED: Dict[type, Tuple[Callable, Optional[Tuple[str, ...]]]] = {}
 
 
 def check_impl(impl: str) -> str:
-    """``impl`` if it is one of :data:`IMPLS`, else ``ValueError``."""
+    """``impl`` if it is one of :data:`IMPLS`, else
+    :class:`~mmvit3.errors.ConfigError` (a ``ValueError``)."""
     if impl not in IMPLS:
-        raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
+        raise ConfigError(f'impl must be one of {IMPLS}, got {impl!r}')
     return impl
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 
+from ..errors import ConfigError
+
 
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map (``'LN2d'``).
@@ -79,11 +81,11 @@ class SimpleFPN(BaseModule):
         c = backbone_channel
         expected = [c // 4, c // 2, c, c]
         if list(in_channels) != expected or c % 4:
-            raise ValueError(f'SimpleFPN: in_channels must be [C/4, C/2, C, C] = {expected} '
+            raise ConfigError(f'SimpleFPN: in_channels must be [C/4, C/2, C, C] = {expected} '
                              f'for backbone_channel C = {c} (a multiple of 4), got '
                              f'{list(in_channels)}')
         if num_outs < 4:
-            raise ValueError(f'SimpleFPN: num_outs must be at least 4, got {num_outs}')
+            raise ConfigError(f'SimpleFPN: num_outs must be at least 4, got {num_outs}')
         self.backbone_channel = c
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
@@ -114,7 +116,7 @@ class SimpleFPN(BaseModule):
         16, 32 (64, ...) of the input image."""
         x = inputs[-1]
         if x.shape[1] != self.backbone_channel:
-            raise ValueError(f'SimpleFPN: backbone_channel is {self.backbone_channel}, the '
+            raise ConfigError(f'SimpleFPN: backbone_channel is {self.backbone_channel}, the '
                              f'backbone gave {x.shape[1]} channels')
         features: List[torch.Tensor] = [self.fpn1(x), self.fpn2(x), self.fpn3(x), self.fpn4(x)]
         outs = [conv(lateral(f)) for f, lateral, conv in

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from ..errors import ConfigError
 from ..kernels.rope import apply_rope_2d, rope_2d_cos_sin
 
 #: Channels per head, and width of inner module 2, in H-ViT³ (d = 32).
@@ -158,7 +159,7 @@ class TTTMixer(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims % head_dim:
-            raise ValueError(f'embed_dims ({embed_dims}) must be a multiple of '
+            raise ConfigError(f'embed_dims ({embed_dims}) must be a multiple of '
                              f'head_dim ({head_dim})')
         self.embed_dims = embed_dims
         self.head_dim = head_dim

@@ -23,6 +23,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleList
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ConfigError
 from .base import BackboneBase
 from .blocks import ViT3Block
 from .impl import check_impl, fused_forward
@@ -252,13 +253,13 @@ class ViT3(BackboneBase):
         self.depths: List[int] = list(self.arch_settings['depths'])
         self.num_stages = len(self.depths)
         self._setup(impl, out_indices, frozen_stages, self.num_stages, 'stages', norm_eval,
-                    with_cp)
+                    with_cp, in_channels, mlp_ratio, drop_rate, drop_path_rate)
 
         self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg, impl)
         self.drop_after_stem = nn.Dropout(drop_rate)
 
         # stochastic depth rises linearly over all blocks
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths), device='cpu').tolist()
         self.layers = ModuleList()
         for i, depth in enumerate(self.depths):
             first = sum(self.depths[:i])
@@ -292,14 +293,14 @@ class ViT3(BackboneBase):
         """A custom arch's widths and depths, one per stage, checked."""
         dims, depths = list(arch['embed_dims']), list(arch['depths'])
         if not dims or len(dims) != len(depths):
-            raise ValueError(f"'embed_dims' {dims} and 'depths' {depths} must be "
+            raise ConfigError(f"'embed_dims' {dims} and 'depths' {depths} must be "
                              f'non-empty and of equal length (one per stage)')
         bad = [c for c in dims if c <= 0 or c % HEAD_DIM]
         if bad:
-            raise ValueError(f"'embed_dims' must be positive multiples of "
+            raise ConfigError(f"'embed_dims' must be positive multiples of "
                              f'{HEAD_DIM} (the head width), got {dims}')
         if any(n < 1 for n in depths):
-            raise ValueError(f"'depths' must be at least 1 each, got {depths}")
+            raise ConfigError(f"'depths' must be at least 1 each, got {depths}")
         return {'embed_dims': dims, 'depths': depths}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -336,7 +337,7 @@ class ViT3(BackboneBase):
         stride = 2**(self.num_stages + 1)
         h, w = x.shape[-2:]
         if -(-h // stride) * -(-w // stride) == 1:
-            raise ValueError(
+            raise ConfigError(
                 f'ViT3: a {h}x{w} input at batch 1 leaves the last down-sampling a '
                 f'1x1 map, and its BatchNorm cannot train on one value per channel. '
                 f'Train on inputs larger than {stride} px on one side, with batch '

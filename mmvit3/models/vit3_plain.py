@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule, ModuleList
 
+from ..errors import ConfigError
 from .base import BackboneBase
 from .blocks import ViT3Block
 from .impl import check_impl
@@ -136,10 +137,14 @@ class PlainViT3(BackboneBase):
         self.embed_dims: int = self.arch_settings['embed_dims']
         self.depth: int = self.arch_settings['depth']
         self.num_heads: int = self.arch_settings['num_heads']
-        self._setup(impl, out_indices, frozen_stages, self.depth, 'blocks', norm_eval, with_cp)
+        self._setup(impl, out_indices, frozen_stages, self.depth, 'blocks', norm_eval, with_cp,
+                    in_channels, mlp_ratio, drop_rate, drop_path_rate)
+        self._check(patch_size=(patch_size, isinstance(patch_size, int) and
+                                not isinstance(patch_size, bool) and patch_size >= 1,
+                                'a positive integer'))
 
         self.patch_embed = PlainPatchEmbed(in_channels, self.embed_dims, patch_size)
-        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, self.depth, device='cpu').tolist()
         self.blocks = ModuleList([
             ViT3Block(self.embed_dims, head_dim=self.embed_dims // self.num_heads,
                       mlp_ratio=mlp_ratio, mlp='plain', use_rope=False, ln_eps=LN_EPS,
@@ -162,7 +167,7 @@ class PlainViT3(BackboneBase):
         """A custom arch's width, depth and heads, checked."""
         dims, depth, heads = (int(arch[k]) for k in ('embed_dims', 'depth', 'num_heads'))
         if depth < 1 or heads < 1 or dims < 1 or dims % heads:
-            raise ValueError(f"'embed_dims' must be a positive multiple of 'num_heads', "
+            raise ConfigError(f"'embed_dims' must be a positive multiple of 'num_heads', "
                              f"'depth' and 'num_heads' at least 1, got {arch}")
         return {'embed_dims': dims, 'depth': depth, 'num_heads': heads}
 

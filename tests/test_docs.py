@@ -1,0 +1,69 @@
+"""The README and docs/ as a reader meets them: every link leads to a file
+or heading that exists, the citation is right, and the README is short,
+starts with installation and has a table of contents."""
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+from _helpers import ROOT
+
+PAGES = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
+LINK = re.compile(r'(?<!!)\[([^\]]+)\]\(([^)\s]+)\)')
+IMAGE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)\)')
+
+
+def prose(text: str) -> str:
+    """The text without its fenced code blocks."""
+    return re.sub(r'```.*?```', '', text, flags=re.S)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped,
+    spaces to hyphens."""
+    text = re.sub(r'[`*_]', '', heading.strip().lower())
+    text = ''.join(c for c in text if c in ' -' or unicodedata.category(c)[0] in 'LN')
+    return text.replace(' ', '-')
+
+
+def anchors(page: Path) -> set:
+    return {slug(m[1]) for m in re.finditer(r'^#+ (.+)$', prose(page.read_text()), re.M)}
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: p.name)
+def test_every_link_leads_somewhere(page):
+    text = prose(page.read_text())
+    broken = []
+    for _, target in LINK.findall(text):
+        if target.startswith(('http://', 'https://', 'mailto:')):
+            continue
+        path, _, anchor = target.partition('#')
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(f'{target}: no such file')
+        elif anchor and dest.suffix == '.md' and anchor not in anchors(dest):
+            broken.append(f'{target}: no heading #{anchor} in {dest.name}')
+    for target in IMAGE.findall(text):
+        if not target.startswith('http') and not (page.parent / target).exists():
+            broken.append(f'{target}: no such image')
+    assert not broken, f'{page.name}:\n' + '\n'.join(broken)
+
+
+def test_the_citation_is_the_papers():
+    text = (ROOT / 'README.md').read_text()
+    entry = re.search(r'@inproceedings\{(\w+),(.*?)\n\}', text, re.S)
+    assert entry, 'no BibTeX entry'
+    year = re.search(r'year=\{(\d{4})\}', entry[2])[1]
+    assert year == '2026' and entry[1].endswith(f'{year}vit'), entry[1]
+    assert 'arxiv.org/abs/2512.01643' in text
+
+
+def test_the_readme_is_short_starts_with_installation_and_has_contents():
+    text = (ROOT / 'README.md').read_text()
+    words = len(re.findall(r'\S+', prose(text)))
+    assert words <= 3000, f'{words} words: move details to docs/'
+    sections = re.findall(r'^## (.+)$', prose(text), re.M)
+    assert sections[0] == 'Contents' and sections[1] == 'Installation', sections
+    contents = text[text.index('## Contents'):text.index('## Installation')]
+    linked = {m[2] for m in LINK.finditer(contents)}
+    assert {f'#{slug(s)}' for s in sections[1:]} <= linked, sections
