@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -45,17 +46,46 @@ def tool_env(**extra) -> Dict[str, str]:
     }
 
 
-def run_tool(*args, timeout=TIMEOUT) -> Tuple[int, str]:
-    """Run ``python *args`` in the repository root; (exit status, stdout and
-    stderr together)."""
-    proc = subprocess.run([sys.executable, *map(str, args)],
-                          cwd=ROOT,
-                          env=tool_env(),
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=timeout)
-    return proc.returncode, proc.stdout
+_SERVER = {}
+
+
+def _tool_server() -> subprocess.Popen:
+    """The process that runs the tools (tests/_tool_server.py), started on
+    first use; it imports the libraries once, each run forks from it."""
+    proc = _SERVER.get('proc')
+    if proc is None or proc.poll() is not None:
+        proc = subprocess.Popen([sys.executable, str(TESTS / '_tool_server.py')], cwd=ROOT,
+                                env=tool_env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert json.loads(proc.stdout.readline()).get('ready'), 'the tool server did not start'
+        _SERVER['proc'] = proc
+        _SERVER['dir'] = tempfile.mkdtemp(prefix='mmvit3_tool_runs_')
+    return proc
+
+
+def run_tool(*args, timeout=TIMEOUT, env=None, cwd=ROOT) -> Tuple[int, str]:
+    """Run ``python *args`` in ``cwd`` (the repository root) with the tool
+    environment and ``env`` added; (exit status, stdout and stderr
+    together). Runs fork from a process that imported the libraries once
+    (tests/_tool_server.py): the same as a new process for the tools, without
+    the seconds of imports."""
+    if str(args[0]).startswith('-'):  # python -c / -m: a process of its own
+        proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
+                              env=tool_env(**(env or {})), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        return proc.returncode, proc.stdout
+    server = _tool_server()
+    out = os.path.join(_SERVER['dir'], 'run.log')
+    request = dict(argv=[str(a) for a in args], cwd=str(cwd), env=tool_env(**(env or {})),
+                   out=out, timeout=timeout)
+    server.stdin.write(json.dumps(request) + '\n')
+    server.stdin.flush()
+    reply = json.loads(server.stdout.readline())
+    with open(out, errors='replace') as f:
+        output = f.read()
+    if reply['timeout']:
+        raise subprocess.TimeoutExpired([sys.executable, *request['argv']], timeout, output)
+    return reply['rc'], output
 
 
 def loader_overrides(prefix, **values) -> List[str]:

@@ -13,15 +13,13 @@ import json
 import re
 import os.path as osp
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import cv2
 import pytest
 import torch
 from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides, run_tool,
-                      seg_data_overrides, short_run_overrides, tool_env)
+                      seg_data_overrides, short_run_overrides)
 
 from mmvit3 import load_checkpoint_file
 
@@ -33,11 +31,7 @@ def stock_tool(scope, name):
 
 
 def run_python(*args, cwd=ROOT, timeout=600):
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
-                          env=tool_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
-    return proc.returncode, proc.stdout
+    return run_tool(*args, cwd=cwd, timeout=timeout)
 
 
 def train(config, work_dir, overrides):

@@ -6,12 +6,10 @@ commands get short-run overrides only (one epoch of two images of the tiny
 demo set, one validation image, no worker processes); on a machine without a GPU the recipe's mixed-precision
 command stops with the message that names the CPU command."""
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
-from _helpers import ROOT, TIMEOUT, build, demo_cfg, rope_tables, tool_env
+from _helpers import ROOT, TIMEOUT, build, demo_cfg, rope_tables, run_tool
 
 from mmvit3 import load_checkpoint_file
 
@@ -65,10 +63,7 @@ def run(command, cwd):
     args = command.split()
     assert args[:2] == ['python', 'tools/train.py'], command
     extra = SHORT if '--cfg-options' in args else ['--cfg-options', *SHORT]
-    proc = subprocess.run([sys.executable, *args[1:], *extra, '--work-dir', 'work'], cwd=cwd,
-                          env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=TIMEOUT)
-    return proc.returncode, proc.stdout
+    return run_tool(*args[1:], *extra, '--work-dir', 'work', cwd=cwd, timeout=TIMEOUT)
 
 
 def test_the_guide_shows_the_download_and_both_commands():

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from _helpers import (DET_CFG, ROOT, SEG_CFG, TIMEOUT, Explosive,
                       TrainingNote, det_data_overrides, loader_overrides,
-                      seg_data_overrides, tool_env)
+                      run_tool, seg_data_overrides, tool_env)
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import METRICS
@@ -44,11 +44,7 @@ from mmvit3.safe_load import allow_nonfinite_weights, trust_checkpoints
 def run(*args, env=None, timeout=TIMEOUT):
     """``python *args`` in the repository root with extra environment;
     (exit status, stdout and stderr together)."""
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT,
-                          env=tool_env(**(env or {})),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout)
-    return proc.returncode, proc.stdout
+    return run_tool(*args, env=env, timeout=timeout)
 
 
 def live_process() -> subprocess.Popen:

@@ -182,10 +182,8 @@ def killed(demo_root, tmp_path_factory):
                       f'iteration={KILLED_AFTER})]\n')
     cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir', str(work),
            '--cfg-options', *run_overrides(demo_root)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
-    out = proc.stdout
-    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    rc, out = run_tool(*cmd[1:], timeout=TIMEOUT)
+    assert rc == -signal.SIGKILL, out[-3000:]
     last = (work / 'last_checkpoint').read_text().strip()
     saved = int(re.search(r'iter_(\d+)\.pth$', last).group(1))
     return work, cmd, saved, out

@@ -3,20 +3,15 @@ reaches every dataloader and evaluator, relative paths missing here but
 present in the repository resolve against it, and the missing-data message
 suggests commands that exist where the user is."""
 import re
-import subprocess
-import sys
 
-from _helpers import DET_CFG, ROOT, short_run_overrides, tool_env
+from _helpers import DET_CFG, ROOT, run_tool, short_run_overrides
 from mmengine.config import Config
 
 from mmvit3.cli.paths import commands_from_here, propagate_data_root, resolve_against_repo
 
 
 def run_from(cwd, *args):
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
-                          env=tool_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=600)
-    return proc.returncode, proc.stdout
+    return run_tool(*args, cwd=cwd, timeout=600)
 
 
 def test_one_data_root_override_from_another_directory(demo_root, tmp_path):
