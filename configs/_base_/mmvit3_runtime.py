@@ -17,4 +17,6 @@ custom_hooks = [
     dict(type='WorkDirLockHook'),  # one training run per work dir
     dict(type='NonFiniteLossHook'),  # a NaN / Inf loss stops training (patience 1, 10 with AMP)
     dict(type='DataCheckHook'),  # annotations and label maps checked before the run
+    # compile=True compiles the backbone and neck for training (docs/export.md)
+    dict(type='CompileHook'),
 ]

@@ -2,8 +2,10 @@
 """What mmvit3 adds to a run, as mmengine hooks that work through any tool
 that builds a Runner: checked image loading, safe checkpoint policy and
 saving, the fit of a checkpoint to its model, one run per work dir, a stop
-on non-finite losses and a check of the annotations.
+on non-finite losses, a check of the annotations and ``compile=True``
+as a detector trains with it.
 :mod:`mmvit3.registration` puts the hooks into the registries."""
+from .compile import CompileHook, compile_for_training
 from .checkpointing import (SafeCheckpointHook, atomic_write_text, checkpoint_problem,
                             find_resumable_checkpoint)
 from .fit import check_has_weights, check_model_checkpoint
@@ -15,12 +17,12 @@ from .workdir import (LOCK_NAME, WorkDirLockHook, check_new_run, earlier_checkpo
 #: The hooks tools/train.py and tools/test.py give a run (they check the data
 #: themselves, before building; configs/_base_/mmvit3_runtime.py also names
 #: DataCheckHook for the libraries' own tools).
-RUN_HOOKS = ('CheckpointSafetyHook', 'WorkDirLockHook', 'NonFiniteLossHook')
+RUN_HOOKS = ('CheckpointSafetyHook', 'WorkDirLockHook', 'NonFiniteLossHook', 'CompileHook')
 #: mmvit3's hooks for mmengine's root ``HOOKS``, by registered name.
 HOOK_CLASSES = {
     cls.__name__: cls
     for cls in (SafeCheckpointHook, CheckpointSafetyHook, WorkDirLockHook, NonFiniteLossHook,
-                DataCheckHook)
+                DataCheckHook, CompileHook)
 }
 
 __all__ = [
@@ -29,5 +31,5 @@ __all__ = [
     'CheckpointSafetyHook', 'DataCheckHook', 'NonFiniteLossHook', 'CHECKED_LOADING_HOOK',
     'CheckedImageLoadingHook', 'LOCK_NAME', 'WorkDirLockHook', 'check_new_run',
     'earlier_checkpoints', 'hold_work_dir',
-    'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES'
+    'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES', 'CompileHook', 'compile_for_training'
 ]
