@@ -66,12 +66,16 @@ param_scheduler = [
 # 'norm' matches every norm parameter of the backbone (norm1/norm2 LayerNorms,
 # output norms norm0-3, stem / patch-merging BN: '...conv.X.norm.*'); the
 # Mask R-CNN neck and heads have no norm layers.
+# Layer-wise lr decay is off, as released; one key switches it on:
+# --cfg-options optim_wrapper.paramwise_cfg.layer_decay_rate=0.9
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    constructor='LayerDecayOptimWrapperConstructor',
     optimizer=dict(
         _delete_=True,
         type='AdamW',
         lr=0.0002,
         betas=(0.9, 0.999),
         weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+    paramwise_cfg=dict(
+        layer_decay_rate=1.0, custom_keys={'norm': dict(decay_mult=0.)}))

@@ -37,3 +37,10 @@ model = dict(
 # the total batch the lr was set for: 2 images x 8 GPUs (--auto-scale-lr
 # scales the lr by your total / 16)
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# The recipe followed has no layer-wise lr decay (MMSegmentation's BEiT UperNet
+# recipes use 0.9, its MAE ones 0.65); one key switches it on:
+# --cfg-options optim_wrapper.paramwise_cfg.layer_decay_rate=0.9
+optim_wrapper = dict(
+    constructor='LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=1.0))

@@ -31,6 +31,11 @@ model = dict(
 # LayerNorm/BN params; the heads' BN layers are named 'bn' and keep decay, as
 # released), LinearLR(1e-6, 0-1500) + PolyLR(power 1, eta_min 0, 1500-160k),
 # train batch 2, val batch 1, 160k iterations.  Only T used AMP.
-optim_wrapper = dict(type='AmpOptimWrapper')
+# Layer-wise lr decay is off, as released; one key switches it on:
+# --cfg-options optim_wrapper.paramwise_cfg.layer_decay_rate=0.9
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    constructor='LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=1.0))
 # lr 6e-5 is for 2 images x 8 GPUs; --auto-scale-lr scales it by total / 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -2,10 +2,11 @@
 """The one module that registers: the ViT3 and PlainViT3 backbones into the
 MMDetection and MMSegmentation model registries (and the simple feature
 pyramid with its ``LN2d`` norm into MMDetection's), the checked image loader
-into their transform registries and the hook that uses it into their hook
-registries, each only if that library is installed; mmvit3's run hooks into
-mmengine's root hook registry; and the safe loader for every scheme of
-mmengine's ``CheckpointLoader`` (:func:`register_all`)."""
+into their transform registries, the hook that uses it into their hook
+registries, each only if that library is installed; mmvit3's run hooks and
+its layer-decay optimizer-wrapper constructor into mmengine's root
+registries; and the safe loader for every scheme of mmengine's
+``CheckpointLoader`` (:func:`register_all`)."""
 import importlib
 import importlib.util
 import logging
@@ -15,7 +16,8 @@ from mmengine.logging import print_log
 
 from .config import SCOPES
 from .datasets import CHECKED_LOADER, LoadImageFromFileChecked
-from .engine import CHECKED_LOADING_HOOK, HOOK_CLASSES, CheckedImageLoadingHook
+from .engine import (CHECKED_LOADING_HOOK, HOOK_CLASSES, CheckedImageLoadingHook,
+                     LayerDecayOptimWrapperConstructor)
 from .models import BACKBONES, LayerNorm2d, SimpleFPN
 from .safe_load import register_checkpoint_loader
 
@@ -44,6 +46,20 @@ def _register(registry_name: str, name: str, cls: type,
     return registered
 
 
+def _register_root(registry_name: str, name: str, cls: type) -> None:
+    """Register ``cls`` as ``name`` in mmengine's root ``registry_name``,
+    where the mmdet / mmseg registries find it through their parent. Leaves
+    (with a warning) another class of that name in place. Idempotent."""
+    registry = getattr(importlib.import_module('mmengine.registry'), registry_name)
+    existing = registry.module_dict.get(name)
+    if existing is None:
+        registry.register_module(name=name, module=cls)
+    elif existing is not cls:
+        print_log(f'mmengine.registry.{registry_name} already holds another {name!r} '
+                  f'({existing.__module__}); mmvit3 left it in place',
+                  logger='current', level=logging.WARNING)
+
+
 def register_models() -> List[str]:
     """Register every backbone of :data:`mmvit3.models.BACKBONES` (``'ViT3'``,
     ``'PlainViT3'``) in every installed library's ``MODELS``, and
@@ -61,17 +77,9 @@ def register_hooks() -> List[str]:
     (:mod:`mmvit3.engine`) in mmengine's root ``HOOKS``, where the mmdet /
     mmseg scopes find them through their parent registry; returns the run
     hooks' names. Idempotent."""
-    from mmengine.registry import HOOKS
-
     _register('HOOKS', CHECKED_LOADING_HOOK, CheckedImageLoadingHook)
     for name, cls in HOOK_CLASSES.items():
-        existing = HOOKS.module_dict.get(name)
-        if existing is None:
-            HOOKS.register_module(name=name, module=cls)
-        elif existing is not cls:
-            print_log(f'mmengine.registry.HOOKS already holds another {name!r} '
-                      f'({existing.__module__}); mmvit3 left it in place',
-                      logger='current', level=logging.WARNING)
+        _register_root('HOOKS', name, cls)
     return list(HOOK_CLASSES)
 
 
@@ -81,6 +89,14 @@ def register_transforms() -> List[str]:
     return _register('TRANSFORMS', CHECKED_LOADER, LoadImageFromFileChecked)
 
 
+def register_optimizers() -> None:
+    """Register :class:`~mmvit3.engine.LayerDecayOptimWrapperConstructor` in
+    mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (mmdet's and mmseg's find
+    it there). Idempotent."""
+    _register_root('OPTIM_WRAPPER_CONSTRUCTORS', 'LayerDecayOptimWrapperConstructor',
+                   LayerDecayOptimWrapperConstructor)
+
+
 def register_all() -> List[str]:
     """Everything above, and the safe checkpoint loader
     (:func:`mmvit3.safe_load.register_checkpoint_loader`); returns the
@@ -88,5 +104,6 @@ def register_all() -> List[str]:
     scopes = register_models()
     register_transforms()
     register_hooks()
+    register_optimizers()
     register_checkpoint_loader()
     return scopes

@@ -3,12 +3,14 @@
 that builds a Runner: checked image loading, safe checkpoint policy and
 saving, the fit of a checkpoint to its model, one run per work dir, a stop
 on non-finite losses, a check of the annotations and ``compile=True``
-as a detector trains with it.
+as a detector trains with it; and layer-wise lr decay
+(:class:`LayerDecayOptimWrapperConstructor`).
 :mod:`mmvit3.registration` puts the hooks into the registries."""
 from .compile import CompileHook, compile_for_training
 from .checkpointing import (SafeCheckpointHook, atomic_write_text, checkpoint_problem,
                             find_resumable_checkpoint)
 from .fit import check_has_weights, check_model_checkpoint
+from .optim import LayerDecayOptimWrapperConstructor
 from .hooks import CheckpointSafetyHook, DataCheckHook, NonFiniteLossHook
 from .image_hook import CHECKED_LOADING_HOOK, CheckedImageLoadingHook
 from .workdir import (LOCK_NAME, WorkDirLockHook, check_new_run, earlier_checkpoints,
@@ -31,5 +33,6 @@ __all__ = [
     'CheckpointSafetyHook', 'DataCheckHook', 'NonFiniteLossHook', 'CHECKED_LOADING_HOOK',
     'CheckedImageLoadingHook', 'LOCK_NAME', 'WorkDirLockHook', 'check_new_run',
     'earlier_checkpoints', 'hold_work_dir',
-    'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES', 'CompileHook', 'compile_for_training'
+    'release_work_dir', 'RUN_HOOKS', 'HOOK_CLASSES', 'CompileHook', 'compile_for_training',
+    'LayerDecayOptimWrapperConstructor'
 ]
