@@ -172,6 +172,30 @@ class BackboneBase(BaseModule):
         else:
             super().init_weights()
 
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """The layer depth of a parameter for layer-wise lr decay (as
+        mmpretrain's backbones say it): the stem 0, the blocks above it (how,
+        :meth:`_layer_id` says), the output norms and anything not under
+        ``prefix`` on top.
+
+        Args:
+            param_name (str): The parameter's name.
+            prefix (str): What the backbone's names start with in the whole
+                model (e.g. ``'backbone.'``). Defaults to ``''``.
+
+        Returns:
+            tuple[int, int]: The layer id and the number of layers (blocks + 2).
+        """
+        num_layers = self.num_blocks + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        layer_id = self._layer_id(param_name[len(prefix):].split('.'))
+        return (num_layers - 1 if layer_id is None else layer_id), num_layers
+
+    def _layer_id(self, parts) -> Optional[int]:
+        """The layer id of a parameter named ``'.'.join(parts)``, None on top."""
+        raise NotImplementedError
+
     def _stage(self, index: int) -> nn.Module:
         """Stage (or block) ``index``, as ``frozen_stages`` counts."""
         raise NotImplementedError

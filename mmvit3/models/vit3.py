@@ -319,33 +319,21 @@ class ViT3(BackboneBase):
                       logger='current')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """The layer depth of a parameter for layer-wise lr decay, by Swin's
-        rule: the stem 0, block ``j`` of stage ``i`` one more than the blocks
-        before it, each stage's down-sampling with its last block, the
-        output norms on top.
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.depths)
 
-        Args:
-            param_name (str): The parameter's name.
-            prefix (str): What ``param_name`` starts with in the whole model
-                (e.g. ``'backbone.'``). Defaults to ``''``.
-
-        Returns:
-            tuple[int, int]: The layer id and the number of layers,
-            ``sum(depths) + 2``.
-        """
-        num_layers = sum(self.depths) + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        parts = param_name[len(prefix):].split('.')
+    def _layer_id(self, parts) -> Optional[int]:
+        """Swin's rule: block ``j`` of stage ``i`` one above the blocks before
+        it, each stage's down-sampling with its last block."""
         if parts[0] == 'patch_embed':
-            return 0, num_layers
+            return 0
         if parts[0] == 'layers':
             stage = int(parts[1])
             if parts[2] == 'blocks':
-                return sum(self.depths[:stage]) + int(parts[3]) + 1, num_layers
-            return sum(self.depths[:stage + 1]), num_layers  # downsample
-        return num_layers - 1, num_layers
+                return sum(self.depths[:stage]) + int(parts[3]) + 1
+            return sum(self.depths[:stage + 1])  # downsample
+        return None
 
     def _stage(self, index: int) -> nn.Module:
         return self.layers[index]

@@ -171,28 +171,17 @@ class PlainViT3(BackboneBase):
                              f"'depth' and 'num_heads' at least 1, got {arch}")
         return {'embed_dims': dims, 'depth': depth, 'num_heads': heads}
 
-    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """The layer depth of a parameter for layer-wise lr decay: the patch
-        embedding 0, block ``i`` ``i + 1``, the output norms on top.
+    @property
+    def num_blocks(self) -> int:
+        return self.depth
 
-        Args:
-            param_name (str): The parameter's name.
-            prefix (str): What ``param_name`` starts with in the whole model
-                (e.g. ``'backbone.'``). Defaults to ``''``.
-
-        Returns:
-            tuple[int, int]: The layer id and the number of layers,
-            ``depth + 2``.
-        """
-        num_layers = self.depth + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        parts = param_name[len(prefix):].split('.')
+    def _layer_id(self, parts) -> Optional[int]:
+        """Block ``i`` at ``i + 1``."""
         if parts[0] == 'patch_embed':
-            return 0, num_layers
+            return 0
         if parts[0] == 'blocks':
-            return int(parts[1]) + 1, num_layers
-        return num_layers - 1, num_layers
+            return int(parts[1]) + 1
+        return None
 
     def _stage(self, index: int) -> nn.Module:
         return self.blocks[index]
