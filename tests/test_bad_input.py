@@ -457,3 +457,24 @@ def test_typed_dicts_walks_configs_parents_first_and_allows_changes():
     assert cfg.model.backbone.norm_cfg.type == 'syncbn' and cfg.pipeline[0].added
     assert list(typed_dicts(dict(type='T'))) == [('', {'type': 'T'})]
     assert list(typed_dicts([1, 'a', None])) == []
+
+
+@pytest.mark.parametrize('option, says', [
+    ('model.backbone.drop_path_rate=high', 'is a number in the config (0.0); give a number'),
+    ('optim_wrapper.optimizer.lr=fast', 'is a number in the config (0.0004); give a number'),
+    ('model.backbone.out_indices=[0,1', 'unbalanced brackets'),
+    ('model..backbone.arch=tiny', "the key 'model..backbone.arch' has an empty part"),
+    ("model.backbone={'a':1}", 'a dict value is not taken by --cfg-options'),
+    ('model.backbone.arch.depths=[1,1]', "model.backbone.arch is 'tiny' in the config, not a dict"),
+    ('=3', 'each override is KEY=VALUE'),
+])
+def test_a_bad_cfg_option_exits_2_naming_the_option_and_what_is_accepted(
+        tmp_path, option, says):
+    """Each was a raw traceback (exit 1) or a run with a value nobody typed."""
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'work',
+                       '--cfg-options', option)
+    assert rc == 2, out[-3000:]
+    assert 'Traceback' not in out, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert says in last and option.split('=')[0] in last, last
+    assert not (tmp_path / 'work').exists()  # refused before the run began

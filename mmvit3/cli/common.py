@@ -17,7 +17,8 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from ..config import check_project_keys, config_flag, config_scope, load_config, typed_dicts
+from ..config import (check_project_keys, config_flag, config_scope, load_config,
+                      merge_overrides, override_problem, typed_dicts)
 from ..errors import AmpUnavailableError, ConfigError, MMViT3Error, exit_status
 from .paths import propagate_data_root, resolve_against_repo
 
@@ -65,17 +66,15 @@ def error_message(err: BaseException) -> str:
 
 
 class CfgOptionsAction(DictAction):
-    """mmengine's ``DictAction`` that names an item without ``=`` instead of
-    failing with a traceback."""
+    """mmengine's ``DictAction`` that names a bad item (no ``=``, an empty key
+    part, a dict value, unbalanced brackets) with what would be accepted,
+    instead of failing with a traceback."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         for item in values:
-            if '=' not in item or item.startswith('='):
-                parser.error(
-                    f'{option_string} {item!r}: each override is KEY=VALUE '
-                    f'(e.g. {option_string} train_cfg.max_iters=100 '
-                    f'optim_wrapper.optimizer.lr=0.0001); a value with spaces '
-                    f'needs quotes, KEY="[a, b]"')
+            problem = override_problem(item)
+            if problem:
+                parser.error(f'{option_string} {item!r}: {problem}')
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -138,7 +137,7 @@ def apply_common_args(args: argparse.Namespace, tool: str) -> Config:
     cfg = load_config(args.config)
     file_data_root = cfg.get('data_root')
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        merge_overrides(cfg, args.cfg_options)
         new_root = args.cfg_options.get('data_root')
         if isinstance(file_data_root, str) and isinstance(new_root, str):
             # the config's data_root was copied into each dataloader and

@@ -1,8 +1,9 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Config helpers: reading a config (:func:`load_config`), the library it
 belongs to (:func:`config_scope`), walking its typed dicts
-(:func:`~.tree.typed_dicts`), mmvit3's own top-level keys (:mod:`.keys`) and
-a clear message for a misspelt ``type`` (:mod:`.types`)."""
+(:func:`~.tree.typed_dicts`), mmvit3's own top-level keys (:mod:`.keys`),
+``--cfg-options`` overrides checked (:mod:`.overrides`) and a clear message
+for a misspelt ``type`` (:mod:`.types`)."""
 import copy
 from typing import Optional, Union
 
@@ -10,6 +11,7 @@ from mmengine.config import Config
 
 from ..errors import ConfigError
 from .keys import PROJECT_KEYS, check_project_keys, close_project_key, config_flag, strict_bool
+from .overrides import merge_overrides, override_problem
 from .tree import typed_dicts
 from .types import CUSTOM_IMPORTS, explain_unknown_types, unknown_type_message
 
@@ -29,7 +31,7 @@ def load_config(config: Union[str, Config],
     cfg = (copy.deepcopy(config) if isinstance(config, Config) else
            Config.fromfile(config))
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        merge_overrides(cfg, cfg_options)
     return cfg
 
 
@@ -59,5 +61,5 @@ def config_scope(cfg: Config, tool: Optional[str] = None) -> str:
 __all__ = [
     'SCOPES', 'load_config', 'config_scope', 'typed_dicts', 'PROJECT_KEYS',
     'check_project_keys', 'close_project_key', 'config_flag', 'strict_bool', 'CUSTOM_IMPORTS', 'explain_unknown_types',
-    'unknown_type_message'
+    'unknown_type_message', 'merge_overrides', 'override_problem'
 ]
