@@ -478,3 +478,26 @@ def test_a_bad_cfg_option_exits_2_naming_the_option_and_what_is_accepted(
     last = out.strip().splitlines()[-1]
     assert says in last and option.split('=')[0] in last, last
     assert not (tmp_path / 'work').exists()  # refused before the run began
+
+
+def test_a_config_with_a_syntax_error_is_named_with_its_line(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text(f"_base_ = '{ROOT / DET_CFG}'\nmodel = dict(backbone=dict(drop_path_rate=0.1)\n")
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = '{bad}'\n")
+    rc, out = run_tool('tools/train.py', bad, '--work-dir', tmp_path / 'work')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert f'{bad}, line 2: ' in out.strip().splitlines()[-1]
+    rc, out = run_tool('tools/test.py', child, 'none.pth')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert f'{child}: a config it inherits (_base_) has a syntax error' in out
+
+
+def test_decay_multipliers_without_a_weight_decay_are_named(tmp_path):
+    """Was mmengine's 'base_wd should not be None' under a traceback."""
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'work',
+                       '--cfg-options', 'optim_wrapper.optimizer.type=SGD',
+                       'optim_wrapper.optimizer.weight_decay=None')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert ('paramwise_cfg sets norm_decay_mult, but optim_wrapper.optimizer has no '
+            'weight_decay') in out.strip().splitlines()[-1]

@@ -217,6 +217,28 @@ def adapt_to_cpu_distributed(cfg: Config,
     return True
 
 
+#: the paramwise_cfg keys that multiply the optimizer's weight decay
+DECAY_MULTS = ('norm_decay_mult', 'bias_decay_mult', 'dwconv_decay_mult',
+               'dcn_decay_mult', 'flat_decay_mult')
+
+
+def check_weight_decay(cfg: Any) -> None:
+    """Raise :class:`~mmvit3.errors.ConfigError` when ``paramwise_cfg``
+    multiplies a weight decay the optimizer does not have (mmengine then
+    stops with ``base_wd should not be None``), e.g. after switching the
+    optimizer by ``--cfg-options optim_wrapper.optimizer.type=SGD``."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    paramwise = wrapper.get('paramwise_cfg') or {}
+    keys = [k for k in DECAY_MULTS if k in paramwise] + [
+        f'custom_keys.{name}.decay_mult'
+        for name, v in (paramwise.get('custom_keys') or {}).items() if 'decay_mult' in v]
+    if keys and (wrapper.get('optimizer') or {}).get('weight_decay') is None:
+        raise ConfigError(
+            f'optim_wrapper.paramwise_cfg sets {", ".join(keys)}, but '
+            f'optim_wrapper.optimizer has no weight_decay to multiply: set one (e.g. '
+            f'--cfg-options optim_wrapper.optimizer.weight_decay=0.05)')
+
+
 def check_amp(cfg: Any, device: Optional[str] = None) -> None:
     """Raise :class:`~mmvit3.errors.AmpUnavailableError` if ``cfg`` trains
     with mmengine's ``AmpOptimWrapper`` (the paper configs, or ``--amp``) on

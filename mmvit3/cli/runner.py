@@ -26,7 +26,7 @@ from ..safe_load import (TOOLS_HINT, allow_nonfinite_weights, set_opt_in_hint,
                          trust_checkpoints)
 from ..tuning import ENV_VAR as MALLOC_ENV_VAR
 from ..tuning import keep_freed_memory
-from .common import check_amp, wants_trust
+from .common import check_amp, check_weight_decay, wants_trust
 from .paths import commands_from_here
 
 
@@ -171,6 +171,7 @@ def run_runner(cfg: Config,
         with set_opt_in_hint(TOOLS_HINT):
             if mode == 'train':
                 check_amp(cfg)
+                check_weight_decay(cfg)
                 if int(os.environ.get('RANK', 0)) == 0:  # before the Runner writes there
                     check_new_run(cfg.work_dir, bool(cfg.get('resume')),
                                   config_flag(cfg, 'overwrite_checkpoints'))

@@ -4,6 +4,7 @@ belongs to (:func:`config_scope`), walking its typed dicts
 (:func:`~.tree.typed_dicts`), mmvit3's own top-level keys (:mod:`.keys`),
 ``--cfg-options`` overrides checked (:mod:`.overrides`) and a clear message
 for a misspelt ``type`` (:mod:`.types`)."""
+import ast
 import copy
 from typing import Optional, Union
 
@@ -19,6 +20,19 @@ from .types import CUSTOM_IMPORTS, explain_unknown_types, unknown_type_message
 SCOPES = ('mmdet', 'mmseg')
 
 
+def _syntax_error(config: str, err: SyntaxError) -> ConfigError:
+    """The file and line of a config's syntax error (or of the config it
+    inherits that has one)."""
+    try:
+        with open(config, encoding='utf-8') as f:
+            ast.parse(f.read(), filename=config)
+    except SyntaxError as own:
+        return ConfigError(f'{config}, line {own.lineno}: {own.msg}: '
+                           f'{(own.text or "").strip()}')
+    return ConfigError(f'{config}: a config it inherits (_base_) has a syntax error: '
+                       f'{err.msg} (line {err.lineno}: {(err.text or "").strip()})')
+
+
 def load_config(config: Union[str, Config],
                 cfg_options: Optional[dict] = None) -> Config:
     """Read a config file (or copy a :class:`Config`) and merge overrides.
@@ -27,9 +41,18 @@ def load_config(config: Union[str, Config],
         config (str | Config): Config file or object.
         cfg_options (dict, optional): ``{dotted.key: value}`` overrides, as
             ``--cfg-options`` gives them. Defaults to None.
+
+    Raises:
+        ConfigError: A syntax error (named with its file and line), or an
+            override that does not fit (:func:`merge_overrides`).
     """
-    cfg = (copy.deepcopy(config) if isinstance(config, Config) else
-           Config.fromfile(config))
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        try:
+            cfg = Config.fromfile(config)
+        except SyntaxError as err:
+            raise _syntax_error(config, err) from None
     if cfg_options:
         merge_overrides(cfg, cfg_options)
     return cfg
