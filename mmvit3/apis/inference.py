@@ -16,7 +16,8 @@ import numpy as np
 from mmengine.utils import mkdir_or_exist, scandir
 
 from ..engine.fit import check_model_checkpoint
-from ..errors import OutputOverwritesInputError
+from ..datasets import file_id
+from ..errors import OutputError, OutputOverwritesInputError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -36,23 +37,35 @@ def demo_outputs(images: Sequence[str], out_dir: str, scope: str,
 
     Raises:
         OutputOverwritesInputError: One of them is an input image (e.g.
-            ``out_dir/vis`` is the images' own folder).
+            ``out_dir/vis`` is the images' own folder, or a file there is a
+            hard link or a symlink to an input).
+        OutputError: Two images would write the same file (``a.jpg`` and
+            ``a.png`` both save ``preds/a.json``); nothing is written.
     """
     suffix = '.json' if scope == 'mmdet' else '.png'
-    outputs = {}
+    outputs: Dict[str, List[str]] = {}
+    writers: Dict[str, str] = {}
     for image in images:
         name = osp.basename(image)
         paths = [osp.join(out_dir, 'vis', name)]
         if save_preds:
             paths.append(osp.join(out_dir, 'preds', osp.splitext(name)[0] + suffix))
-        outputs[image] = paths
-    inputs = {osp.realpath(i): i for i in images}
-    for image, paths in outputs.items():
         for path in paths:
-            if osp.realpath(path) in inputs:
+            other = writers.setdefault(osp.normpath(path), image)
+            if other != image:
+                raise OutputError(
+                    f'Refusing to run: {other} and {image} would both be saved to '
+                    f'{path}, the second replacing the first. Give the images '
+                    f'different names (stems), or run them one at a time.')
+        outputs[image] = paths
+    inputs = {file_id(i): i for i in images}
+    inputs.pop(None, None)
+    for paths in outputs.values():
+        for path in paths:
+            if file_id(path) in inputs:
                 raise OutputOverwritesInputError(
                     f'Refusing to write {path}: it would replace the input '
-                    f'image {inputs[osp.realpath(path)]}. Choose an --out-dir '
+                    f'image {inputs[file_id(path)]}. Choose an --out-dir '
                     f'whose vis/ and preds/ folders hold none of the inputs.')
     return outputs
 

@@ -19,6 +19,7 @@ from mmengine.logging import print_log
 
 from ..config import (check_project_keys, config_flag, config_scope, load_config,
                       merge_overrides, override_problem, typed_dicts)
+from ..datasets import same_file
 from ..errors import AmpUnavailableError, ConfigError, MMViT3Error, exit_status
 from .paths import propagate_data_root, resolve_against_repo
 
@@ -278,11 +279,10 @@ def output_problem(path: str, directory: bool = False,
     """Why ``path`` (a file, or with ``directory`` a folder to be created
     if needed) cannot be written, or None; checked before a run so that a
     long evaluation does not end in a failed write. An output that would
-    replace one of ``inputs`` is refused too."""
-    real = osp.realpath(path)
+    replace one of ``inputs`` (the same file: a hard link or a symlink to
+    it counts) is refused too."""
     for item in inputs:
-        if item and '://' not in str(item) and osp.exists(item) and \
-                osp.realpath(item) == real:
+        if item and '://' not in str(item) and same_file(path, item):
             return f'{path} is an input of this run ({item}): it would be overwritten'
     if osp.exists(path):
         if directory and not osp.isdir(path):

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from ..apis import IMAGE_SUFFIXES, build_inferencer, demo_outputs, list_images, run_inferencer
 from ..config import config_scope, load_config
+from ..datasets import refuse_dataset_outputs
 from ..errors import CheckpointNotFoundError, ConfigError
 from ..safe_load import trust_checkpoints
 from .common import add_config_args, tool_main, wants_trust
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='detection: draw instances scoring at least this')
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='segmentation: opacity of the label map')
+    parser.add_argument('--overwrite', action='store_true',
+                        help="write into --out-dir even where it is, holds or lies "
+                        "inside the config's dataset images or labels (refused "
+                        'otherwise); never over an input image')
     add_config_args(parser)
     return parser
 
@@ -48,6 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise CheckpointNotFoundError(f'Checkpoint not found: {args.checkpoint}')
     outputs = demo_outputs(images, args.out_dir, scope, args.save_preds)
+    if not args.overwrite:
+        refuse_dataset_outputs(cfg, [('--out-dir', args.out_dir)])
     with trust_checkpoints(wants_trust(args, cfg)):
         inferencer = build_inferencer(cfg, args.checkpoint, scope, args.device)
     run_inferencer(inferencer, images, args.out_dir, scope, args.save_preds,

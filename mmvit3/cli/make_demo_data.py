@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='validation images')
     parser.add_argument('--size', type=int, default=256,
                         help='image side in pixels (square images)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace annotations/, images/ and ade/ in --out even '
+                        'if they hold files this tool did not write (refused '
+                        'otherwise; a rerun over its own output needs no flag)')
     return parser
 
 
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     counts = make_demo_data(args.out, args.seed, args.num_train, args.num_val,
-                            args.size)
+                            args.size, args.overwrite)
     print(f'Wrote {args.num_train} train / {args.num_val} val images '
           f'({counts["train"]} / {counts["val"]} objects, classes '
           f'{", ".join(CLASSES)}) to {args.out}/ (COCO: annotations/, images/; '

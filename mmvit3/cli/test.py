@@ -11,11 +11,12 @@ import argparse
 import os.path as osp
 import warnings
 from copy import deepcopy
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
 from ..config import config_scope
+from ..datasets import refuse_dataset_outputs
 from ..errors import CheckpointNotFoundError, ConfigError, OutputError
 from .common import add_common_args, apply_common_args, output_problem, tool_main
 from .runner import run_runner
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument(
+        '--overwrite', action='store_true',
+        help='write --out / --show-dir / --work-dir even where they are, hold '
+        "or lie inside the config's dataset images or labels (refused "
+        'otherwise); never over the checkpoint or the config')
     add_common_args(parser)
     return parser
 
@@ -151,6 +157,19 @@ def build_cfg(args) -> Config:
     return cfg
 
 
+def output_paths(cfg: Config, args, scope: str) -> List[Tuple[str, str]]:
+    """``[(option, path)]`` of what the run writes: the work dir, ``--out``
+    and the folder of ``--show-dir`` (mmdet's hook puts a relative one under
+    the work dir)."""
+    paths = [('--work-dir', cfg.work_dir)]
+    if args.out is not None:
+        paths.append(('--out', args.out))
+    if args.show_dir:
+        paths.append(('--show-dir', osp.join(cfg.work_dir, args.show_dir)
+                      if scope == 'mmdet' else args.show_dir))
+    return paths
+
+
 @tool_main(TOOL)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
@@ -164,6 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  [args.checkpoint, args.config])
         if problem:
             raise OutputError(f'--out: {problem}; nothing was evaluated.')
+    if not args.overwrite:
+        refuse_dataset_outputs(cfg, output_paths(cfg, args, scope))
 
     def add_dump_metric(runner):
         # dump predictions through a dummy metric, as mmdet's tools/test.py

@@ -1,10 +1,12 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Data: the checked image loader (:mod:`.transforms`), the checks of a
-config's data (:mod:`.check`) and the one walker through dataset wrappers
-(:mod:`.walk`). mmcv / mmengine only; mmdet and mmseg are imported only by
-the checks that build a library's dataset."""
+config's data (:mod:`.check`), the one walker through dataset wrappers
+(:mod:`.walk`) and what outputs must not replace (:mod:`.outputs`). mmcv /
+mmengine only; mmdet and mmseg are imported only by the checks that build a
+library's dataset."""
 from .check import (check_annotations, check_coco_file, check_data, check_seg_labels,
                     dataset_paths, largest_images)
+from .outputs import file_id, protected_paths, refuse_dataset_outputs, same_file
 from .transforms import (CHECKED_LOADER, LoadImageFromFileChecked, image_bytes_problem,
                          use_checked_image_loading, use_checked_loaders)
 from .walk import leaf_datasets, split_datasets, split_metrics
@@ -13,5 +15,6 @@ __all__ = [
     'check_annotations', 'check_coco_file', 'check_data', 'check_seg_labels',
     'dataset_paths', 'largest_images', 'CHECKED_LOADER', 'LoadImageFromFileChecked',
     'image_bytes_problem', 'use_checked_image_loading', 'use_checked_loaders',
-    'leaf_datasets', 'split_datasets', 'split_metrics'
+    'leaf_datasets', 'split_datasets', 'split_metrics', 'file_id', 'protected_paths',
+    'refuse_dataset_outputs', 'same_file'
 ]

@@ -13,6 +13,9 @@ layouts that the stock MMDetection / MMSegmentation dataset classes read:
     <out>/ade/annotations/training/*.png     uint8 labels: 0 = background
     <out>/ade/annotations/validation/*.png   (ignored with reduce_zero_label,
                                               as in ADE20K), 1..3 = the shapes
+    <out>/.mmvit3_demo_data.json             the files written: a rerun replaces
+                                             them, anything else it refuses
+                                             (unless overwrite=True)
 
 The class of a shape is its outline; its colour is a cue that holds three
 times in four (see ``HINT_HUES``), so a randomly initialised model shows
@@ -35,7 +38,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 
 CLASSES = ('circle', 'square', 'triangle')
 PALETTE = [(220, 20, 60), (0, 128, 255), (60, 180, 75)]
@@ -47,6 +50,9 @@ HINT_HUES = (0., 220., 120.)
 HINT_SPREAD = 35.
 HINT_PROB = 0.75
 SPLITS = {'train': 'training', 'val': 'validation'}
+#: The folders a run replaces, and the file in ``out`` listing what it wrote.
+SUBDIRS = ('annotations', 'images', 'ade')
+MANIFEST = '.mmvit3_demo_data.json'
 JPEG_QUALITY = 95
 
 
@@ -181,18 +187,79 @@ def _write_png(path: str, img: np.ndarray) -> None:
         f.write(buf.tobytes())
 
 
+def planned_files(num_train: int, num_val: int) -> List[str]:
+    """The files :func:`make_demo_data` writes, relative to its ``out``."""
+    files = []
+    for split, num in (('train', num_train), ('val', num_val)):
+        files.append(f'annotations/instances_{split}.json')
+        for i in range(num):
+            name = f'{split}_{i:05d}'
+            files += [f'images/{split}/{name}.jpg',
+                      f'ade/images/{SPLITS[split]}/{name}.jpg',
+                      f'ade/annotations/{SPLITS[split]}/{name}.png']
+    return files
+
+
+def foreign_files(out: str) -> List[str]:
+    """The files (and links) under ``out``'s ``annotations/``, ``images/``
+    and ``ade/`` that :func:`make_demo_data` did not write there (not in its
+    :data:`MANIFEST`, or linked elsewhere): what a new run would delete."""
+    try:
+        with open(osp.join(out, MANIFEST)) as f:
+            ours = set(json.load(f)['files'])
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = set()
+    found = []
+    for sub in SUBDIRS:
+        top = osp.join(out, sub)
+        if osp.islink(top) or osp.isfile(top):
+            found.append(top)
+            continue
+        for folder, dirs, files in os.walk(top):
+            for name in sorted(files) + sorted(d for d in dirs if osp.islink(osp.join(folder, d))):
+                path = osp.join(folder, name)
+                if osp.relpath(path, out) not in ours or osp.islink(path) or \
+                        os.lstat(path).st_nlink > 1:
+                    found.append(path)
+    return found
+
+
 def make_demo_data(out: str = 'data/demo',
                    seed: int = 0,
                    num_train: int = 400,
                    num_val: int = 60,
-                   size: int = 256) -> Dict[str, int]:
-    """Write the demo dataset under ``out`` (replacing what the script wrote
-    there before); returns the number of objects per split."""
+                   size: int = 256,
+                   overwrite: bool = False) -> Dict[str, int]:
+    """Write the demo dataset under ``out``, replacing what an earlier run
+    wrote there (listed in ``out``/:data:`MANIFEST`); returns the number of
+    objects per split.
+
+    Raises:
+        OutputError: ``out`` is a file, or its ``annotations/``, ``images/``
+            or ``ade/`` hold files this function did not write, which a run
+            deletes: refused unless ``overwrite``.
+    """
     if size < 32:
         raise ConfigError(f'--size must be at least 32, got {size}')
+    if osp.exists(out) and not osp.isdir(out):
+        raise OutputError(f'--out {out} exists and is not a folder')
+    others = [] if overwrite else foreign_files(out)
+    if others:
+        more = f' and {len(others) - 1} more' if len(others) > 1 else ''
+        raise OutputError(
+            f'--out {out} holds files this tool did not write ({others[0]}{more}), '
+            f'which it would delete. Choose a new or empty folder, or pass --overwrite '
+            f'to replace {", ".join(s + "/" for s in SUBDIRS)} there.')
     cv2.setNumThreads(1)
-    for sub in ('annotations', 'images', 'ade'):
-        shutil.rmtree(osp.join(out, sub), ignore_errors=True)
+    for sub in SUBDIRS:
+        path = osp.join(out, sub)
+        if osp.islink(path) or osp.isfile(path):
+            os.remove(path)  # a link is removed, never what it points to
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, MANIFEST), 'w') as f:  # first: a cut-short run is ours too
+        json.dump(dict(written_by='tools/make_demo_data.py',
+                       files=planned_files(num_train, num_val)), f, indent=0)
     counts = {}
     for split, num in (('train', num_train), ('val', num_val)):
         ade = SPLITS[split]
