@@ -1,0 +1,11 @@
+# Cascade Mask R-CNN + H-ViT³-B, COCO 3x: the T recipe with the B backbone.
+_base_ = ['./cascade_mask_rcnn_vit3_t_coco_3x.py']
+
+pretrained = 'pretrained/h_vit3_base.pth'
+
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.6,  # as the Mask R-CNN B 3x recipe
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 448, 640]))
