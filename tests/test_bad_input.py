@@ -18,7 +18,7 @@ import pytest
 import torch
 from _helpers import (DET_CFG, ROOT, SEG_CFG, build, demo_cfg, demo_model,
                       det_sample, finite_log_vars, loader_overrides,
-                      make_demo_data, run_tool, seg_sample)
+                      make_demo_data, run_tool, seg_sample, det_data_overrides)
 from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
@@ -501,3 +501,15 @@ def test_decay_multipliers_without_a_weight_decay_are_named(tmp_path):
     assert rc == 2 and 'Traceback' not in out, out[-3000:]
     assert ('paramwise_cfg sets norm_decay_mult, but optim_wrapper.optimizer has no '
             'weight_decay') in out.strip().splitlines()[-1]
+
+
+def test_a_transform_missing_an_argument_names_it_and_where(tmp_path, demo_root):
+    """Was a TypeError traceback (exit 1) from inside the dataset's build."""
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'work',
+                       '--cfg-options', *det_data_overrides(demo_root),
+                       'train_dataloader.num_workers=0',
+                       'train_dataloader.persistent_workers=False',
+                       'train_dataloader.dataset.pipeline.2.type=RandomChoiceResize')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert ("RandomChoiceResize (" in out and "needs 'scales', which the config does not "
+            "give it at train_dataloader.dataset.pipeline.2" in out.strip().splitlines()[-1])

@@ -202,12 +202,42 @@ def unknown_argument_message(error: BaseException, cfg: Any = None) -> Optional[
     return ' '.join(lines)
 
 
+#: What a class built from a config raises for an argument the config does
+#: not give it.
+_MISSING_ARGUMENT = re.compile(
+    r"(?P<cls>\w+)\.__init__\(\) missing \d+ required (?:positional |keyword-only )?"
+    r"arguments?: (?P<args>[^\n]+)")
+
+
+def missing_argument_message(error: BaseException, cfg: Any = None) -> Optional[str]:
+    """A message for a class built from a config without an argument it
+    needs (``TypeError: RandomChoiceResize.__init__() missing 1 required
+    positional argument: 'scales'``), or None if ``error`` is something
+    else: the class, its file, the argument and where the config builds it."""
+    text = str(error)
+    miss = _MISSING_ARGUMENT.search(text)
+    if miss is None:
+        return None
+    name = miss['cls']
+    cls = _registered_class(name, cfg)
+    if cls is None:
+        return None
+    where = getattr(inspect.getmodule(cls), '__file__', '')
+    paths = [path for path, node in (typed_dicts(cfg) if cfg is not None else [])
+             if node['type'] == name]
+    args = miss['args'].strip()
+    return (f'{name}{f" ({where})" if where else ""} needs {args}, which the config does '
+            f'not give it' + (f' at {", ".join(paths)}' if paths else '') +
+            f'; add {"them" if " and " in args else "it"} to that dict.')
+
+
 @contextlib.contextmanager
 def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
     """Re-raise mmengine's unknown-type ``KeyError`` inside the block as an
     :class:`~mmvit3.errors.UnknownTypeError` with :func:`unknown_type_message`,
-    and a built class's unknown argument (a misspelt config key) as a
-    :class:`~mmvit3.errors.ConfigError` with :func:`unknown_argument_message`;
+    and a built class's unknown argument (a misspelt config key) or missing
+    one as a :class:`~mmvit3.errors.ConfigError` with
+    :func:`unknown_argument_message` / :func:`missing_argument_message`;
     other exceptions pass through unchanged.
 
     Args:
@@ -227,7 +257,8 @@ def explain_unknown_types(cfg: Any = None) -> Iterator[None]:
             close_matches(type_name, registered_names(registry))
             if registry is not None else []) from None
     except TypeError as error:
-        message = unknown_argument_message(error, cfg)
+        message = (unknown_argument_message(error, cfg)
+                   or missing_argument_message(error, cfg))
         if message is None:
             raise
         raise ConfigError(message) from None
