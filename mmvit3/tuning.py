@@ -1,6 +1,7 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Tuning of a CPU process: let glibc's ``malloc`` keep the memory a step
-frees, so that the next step reuses it instead of faulting fresh pages in.
+"""Tuning of a CPU process: what the CPU reports (:func:`cpu_isa`), and
+glibc's ``malloc`` made to keep the memory a step frees, so that the next
+step reuses it instead of faulting fresh pages in.
 
 PyTorch on CPU allocates each step's large tensors anew through ``malloc``.
 glibc serves blocks over 32 MiB with ``mmap`` and unmaps them when they are
@@ -27,6 +28,25 @@ ENV_VAR = 'MMVIT3_MALLOC'
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+
+
+#: CPU features that decide how fast the kernels can be, as /proc/cpuinfo
+#: names them (the first present name of each entry counts).
+ISA_FLAGS = (('avx2', ('avx2', )), ('avx512', ('avx512f', )),
+             ('avx512_bf16', ('avx512_bf16', )), ('amx', ('amx_bf16', 'amx_tile')))
+
+
+def cpu_isa(cpuinfo: str = '/proc/cpuinfo') -> list:
+    """The vector / matrix extensions this CPU reports (``avx2``, ``avx512``,
+    ``avx512_bf16``, ``amx``), from its flags; empty where they cannot be
+    read."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        return []
+    return [name for name, names in ISA_FLAGS if any(n in flags for n in names)]
 
 
 def malloc_tunable() -> bool:

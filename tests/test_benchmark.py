@@ -104,6 +104,18 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     if malloc.malloc_tunable():  # what every measurement's process did, in the header
         assert machine['malloc'] == 'glibc malloc keeping freed memory (MMVIT3_MALLOC=keep)'
         assert machine['malloc'] in table
+    # the CPU's features and torch's kernel choice beside every figure
+    assert machine['isa'] == (' '.join(malloc.cpu_isa()) or 'unknown')
+    assert f"ISA {machine['isa']} (torch's CPU kernels: {machine['torch_cpu_kernels']})" in table
+
+
+def test_cpu_isa_reads_the_flags(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('model name\t: X\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n')
+    assert malloc.cpu_isa(str(info)) == ['avx2', 'avx512', 'avx512_bf16', 'amx']
+    info.write_text('flags\t\t: fpu avx2\n')
+    assert malloc.cpu_isa(str(info)) == ['avx2']
+    assert malloc.cpu_isa(str(tmp_path / 'missing')) == []
 
 
 def test_bad_malloc_setting_stops_before_measuring(tmp_path, monkeypatch, capsys):

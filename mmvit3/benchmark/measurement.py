@@ -122,7 +122,9 @@ def child_main(job_json: str) -> int:
 
 def machine_info(device: str, threads: Optional[int]) -> dict:
     """What the report's header says of the machine: CPU, cores, threads,
-    memory, torch, the GPU on CUDA, how each CPU measurement sets malloc."""
+    memory, torch, the GPU on CUDA; on CPU its ISA (avx2 / avx512 /
+    avx512_bf16 / amx), the kernels torch picked for it and how each
+    measurement sets malloc."""
     import torch
     cpu = platform.processor() or platform.machine()
     try:
@@ -140,7 +142,9 @@ def machine_info(device: str, threads: Optional[int]) -> dict:
                 device=device)
     if device == 'cuda' and torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name()
-    elif device == 'cpu':  # what each measurement's process does
+    elif device == 'cpu':  # what the CPU reports, what each measurement's process does
+        info['isa'] = ' '.join(malloc.cpu_isa()) or 'unknown'
+        info['torch_cpu_kernels'] = torch.backends.cpu.get_cpu_capability()
         if malloc.malloc_tunable():
             setting = malloc.malloc_setting()
             info['malloc'] = (

@@ -82,6 +82,9 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     DeiT and ``--breakdown`` tables that the results hold."""
     hw = f"{machine['cpu']}, {machine['cores']} cores, " \
          f"{machine['threads']} torch threads, {machine['memory_gib']} GiB"
+    if machine.get('isa'):
+        hw += (f", ISA {machine['isa']} (torch's CPU kernels: "
+               f"{machine.get('torch_cpu_kernels', '?')})")
     if machine.get('gpu'):
         hw = f"{machine['gpu']} ({hw})"
     amp = ' under bf16 autocast' if results and results[0].get('amp') else ''
