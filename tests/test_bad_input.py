@@ -493,10 +493,11 @@ def test_a_config_with_a_syntax_error_is_named_with_its_line(tmp_path):
     assert f'{child}: a config it inherits (_base_) has a syntax error' in out
 
 
-def test_decay_multipliers_without_a_weight_decay_are_named(tmp_path):
+def test_decay_multipliers_without_a_weight_decay_are_named(tmp_path, demo_root):
     """Was mmengine's 'base_wd should not be None' under a traceback."""
     rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'work',
-                       '--cfg-options', 'optim_wrapper.optimizer.type=SGD',
+                       '--cfg-options', *det_data_overrides(demo_root),
+                       'optim_wrapper.optimizer.type=SGD',
                        'optim_wrapper.optimizer.weight_decay=None')
     assert rc == 2 and 'Traceback' not in out, out[-3000:]
     assert ('paramwise_cfg sets norm_decay_mult, but optim_wrapper.optimizer has no '
