@@ -514,3 +514,14 @@ def test_a_transform_missing_an_argument_names_it_and_where(tmp_path, demo_root)
     assert rc == 2 and 'Traceback' not in out, out[-3000:]
     assert ("RandomChoiceResize (" in out and "needs 'scales', which the config does not "
             "give it at train_dataloader.dataset.pipeline.2" in out.strip().splitlines()[-1])
+
+
+def test_a_data_root_with_spaces_keeps_them(tmp_path):
+    """mmengine's --cfg-options parser removes every space of a value: the
+    error then named a path the user never typed."""
+    root = f'{tmp_path}/my data/'
+    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', tmp_path / 'work',
+                       '--cfg-options', f'data_root={root}')
+    assert rc == 2 and 'Traceback' not in out, out[-3000:]
+    assert f'{root}   [train_dataloader.dataset.data_root]' in out, out[-3000:]
+    assert f'{tmp_path}/mydata/' not in out

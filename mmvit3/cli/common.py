@@ -69,7 +69,17 @@ def error_message(err: BaseException) -> str:
 class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` that names a bad item (no ``=``, an empty key
     part, a dict value, unbalanced brackets) with what would be accepted,
-    instead of failing with a traceback."""
+    instead of failing with a traceback, and keeps the spaces of a single
+    value (a path)."""
+
+    @staticmethod
+    def _parse_iterable(val: str):
+        # mmengine removes every space from a value: a single value (a path)
+        # keeps its spaces here
+        text = val.strip('\'"')
+        if ' ' in text and ',' not in text and not text.startswith(('[', '(')):
+            return DictAction._parse_int_float_bool(text)
+        return DictAction._parse_iterable(val)
 
     def __call__(self, parser, namespace, values, option_string=None):
         for item in values:
