@@ -181,10 +181,12 @@ def test_missing_ade_message():
 # train -> checkpoint -> test
 
 
-def test_detection_demo_train_and_test(demo_root, tmp_path):
+@pytest.mark.parametrize('config', [DET_CFG, 'configs/demo/cascade_mask_rcnn_vit3_demo.py'],
+                         ids=['mask_rcnn', 'cascade_mask_rcnn'])
+def test_detection_demo_train_and_test(demo_root, tmp_path, config):
     work = tmp_path / 'det'
     data = det_data_overrides(demo_root)
-    rc, out = run_tool('tools/train.py', DET_CFG, '--work-dir', work,
+    rc, out = run_tool('tools/train.py', config, '--work-dir', work,
                        '--cfg-options', *short_run_overrides(), *data)
     assert rc == 0, out[-5000:]
     ckpt = work / 'iter_2.pth'
@@ -192,7 +194,7 @@ def test_detection_demo_train_and_test(demo_root, tmp_path):
     assert 'coco/bbox_mAP' in out  # evaluated at the end of training
 
     dump = tmp_path / 'det_results.pkl'
-    rc, out = run_tool('tools/test.py', DET_CFG, ckpt, '--work-dir',
+    rc, out = run_tool('tools/test.py', config, ckpt, '--work-dir',
                        tmp_path / 'det_test', '--out', dump, '--cfg-options',
                        *loader_overrides('', num_workers=0,
                                          persistent_workers=False), *data)
