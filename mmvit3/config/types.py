@@ -69,11 +69,18 @@ def close_matches(name: str, candidates: List[str], n: int = 3) -> List[str]:
     return list(dict.fromkeys(exact + fuzzy))[:n]
 
 
+def _typed_paths(cfg: Any, type_name: str) -> List[str]:
+    """Dotted paths (``model.backbone``) of the dicts of ``cfg`` of type
+    ``type_name``, searching dicts and lists; none without a config."""
+    if cfg is None:
+        return []
+    return [path for path, node in typed_dicts(cfg) if node['type'] == type_name]
+
+
 def _config_keys(cfg: Any, type_name: str) -> List[str]:
     """Dotted keys (``model.backbone.type``) of the entries of ``cfg`` whose
     value is ``type_name``, searching dicts and lists."""
-    return [f'{path}.type' if path else 'type' for path, node in typed_dicts(cfg)
-            if node['type'] == type_name]
+    return [f'{path}.type' if path else 'type' for path in _typed_paths(cfg, type_name)]
 
 
 def _imports_mmvit3(cfg: Any) -> bool:
@@ -223,8 +230,7 @@ def missing_argument_message(error: BaseException, cfg: Any = None) -> Optional[
     if cls is None:
         return None
     where = getattr(inspect.getmodule(cls), '__file__', '')
-    paths = [path for path, node in (typed_dicts(cfg) if cfg is not None else [])
-             if node['type'] == name]
+    paths = _typed_paths(cfg, name)
     args = miss['args'].strip()
     return (f'{name}{f" ({where})" if where else ""} needs {args}, which the config does '
             f'not give it' + (f' at {", ".join(paths)}' if paths else '') +
