@@ -49,4 +49,5 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),
     dict(type='DataCheckHook'),
     dict(type='CompileHook'),
+    dict(type='AmpHook'),
 ]

@@ -4,8 +4,8 @@ MMDetection and MMSegmentation model registries (and the simple feature
 pyramid with its ``LN2d`` norm into MMDetection's), the checked image loader
 into their transform registries, the hook that uses it into their hook
 registries, each only if that library is installed; mmvit3's run hooks and
-its layer-decay optimizer-wrapper constructor into mmengine's root
-registries; and the safe loader for every scheme of mmengine's
+its layer-decay optimizer-wrapper constructor and bfloat16 optimizer wrapper
+into mmengine's root registries; and the safe loader for every scheme of mmengine's
 ``CheckpointLoader`` (:func:`register_all`)."""
 import importlib
 import importlib.util
@@ -16,8 +16,8 @@ from mmengine.logging import print_log
 
 from .config import SCOPES
 from .datasets import CHECKED_LOADER, LoadImageFromFileChecked
-from .engine import (CHECKED_LOADING_HOOK, HOOK_CLASSES, CheckedImageLoadingHook,
-                     LayerDecayOptimWrapperConstructor)
+from .engine import (CHECKED_LOADING_HOOK, HOOK_CLASSES, BF16AmpOptimWrapper,
+                     CheckedImageLoadingHook, LayerDecayOptimWrapperConstructor)
 from .models import BACKBONES, LayerNorm2d, SimpleFPN
 from .safe_load import register_checkpoint_loader
 
@@ -91,10 +91,12 @@ def register_transforms() -> List[str]:
 
 def register_optimizers() -> None:
     """Register :class:`~mmvit3.engine.LayerDecayOptimWrapperConstructor` in
-    mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` (mmdet's and mmseg's find
-    it there). Idempotent."""
+    mmengine's root ``OPTIM_WRAPPER_CONSTRUCTORS`` and
+    :class:`~mmvit3.engine.BF16AmpOptimWrapper` in its ``OPTIM_WRAPPERS``
+    (mmdet's and mmseg's find them there). Idempotent."""
     _register_root('OPTIM_WRAPPER_CONSTRUCTORS', 'LayerDecayOptimWrapperConstructor',
                    LayerDecayOptimWrapperConstructor)
+    _register_root('OPTIM_WRAPPERS', 'BF16AmpOptimWrapper', BF16AmpOptimWrapper)
 
 
 def register_all() -> List[str]:

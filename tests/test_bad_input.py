@@ -413,12 +413,12 @@ def test_train_tool_explains_misspelt_backbone(tmp_path):
     assert "custom_imports = dict(imports=['mmvit3']" in out
 
 
-def test_amp_on_cpu_names_the_float32_override(tmp_path, capsys,
-                                              monkeypatch):
+def test_amp_optim_wrapper_on_cpu_names_the_float32_and_bf16_overrides(tmp_path, capsys,
+                                                                     monkeypatch):
     paper = Config.fromfile(str(ROOT / 'configs/mask_rcnn_vit3_t_coco.py'))
-    with pytest.raises(AmpUnavailableError,
-                       match='optim_wrapper.type=OptimWrapper'):
+    with pytest.raises(AmpUnavailableError, match='optim_wrapper.type=OptimWrapper') as info:
         check_amp(paper, device='cpu')
+    assert 'optim_wrapper.type=BF16AmpOptimWrapper' in str(info.value)
     check_amp(paper, device='cuda')
     check_amp(Config.fromfile(str(ROOT / DET_CFG)), device='cpu')
 
@@ -429,12 +429,12 @@ def test_amp_on_cpu_names_the_float32_override(tmp_path, capsys,
     monkeypatch.chdir(ROOT)
     from mmvit3.cli import train
     rc = train.main([
-        DET_CFG, '--amp', '--work-dir', str(tmp_path / 'work'),
-        '--cfg-options',
+        DET_CFG, '--work-dir', str(tmp_path / 'work'),
+        '--cfg-options', 'optim_wrapper.type=AmpOptimWrapper',
         *loader_overrides('dataset.', data_root=f'{root}/'),
         f'val_evaluator.ann_file={root}/annotations/instances_val.json'])
     err = capsys.readouterr().err
-    assert rc == 2 and 'needs a GPU' in err and '--amp' in err
+    assert rc == 2 and 'needs a GPU' in err and 'BF16AmpOptimWrapper' in err
     assert not (tmp_path / 'work').exists()
 
 

@@ -19,4 +19,7 @@ custom_hooks = [
     dict(type='DataCheckHook'),  # annotations and label maps checked before the run
     # compile=True compiles the backbone and neck for training (docs/export.md)
     dict(type='CompileHook'),
+    # fp16=True in val_cfg / test_cfg (tools/test.py --amp) on CPU: bfloat16
+    # autocast of the backbone and neck, heads in float32
+    dict(type='AmpHook'),
 ]

@@ -13,8 +13,10 @@ import os.path as osp
 from typing import Dict, List, Sequence
 
 import numpy as np
+from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist, scandir
 
+from ..engine.amp import feature_autocast
 from ..engine.fit import check_model_checkpoint
 from ..datasets import file_id
 from ..errors import OutputError, OutputOverwritesInputError
@@ -123,14 +125,20 @@ def build_inferencer(cfg, checkpoint: str, scope: str, device: str = 'cpu'):
 
 def run_inferencer(inferencer, images: Sequence[str], out_dir: str,
                    scope: str, save_preds: bool = False,
-                   score_thr: float = 0.3, opacity: float = 0.5) -> dict:
+                   score_thr: float = 0.3, opacity: float = 0.5,
+                   amp: bool = False) -> dict:
     """Draw the predictions for ``images`` into ``out_dir/vis`` (and save
     them into ``out_dir/preds`` with ``save_preds``), with the inferencer's
-    progress bar; returns its result dict."""
-    if scope == 'mmdet':
-        return inferencer(list(images), out_dir=out_dir,
-                          no_save_pred=not save_preds,
-                          pred_score_thr=score_thr)
-    inferencer.save_preds = save_preds
-    return inferencer(list(images), out_dir=out_dir, img_out_dir='vis',
-                      pred_out_dir='preds', opacity=opacity, with_labels=True)
+    progress bar; returns its result dict. ``amp``: the backbone and neck
+    under bfloat16 autocast (:func:`~mmvit3.engine.feature_autocast`)."""
+    if amp:
+        print_log('--amp: backbone and neck under bfloat16 autocast, heads in float32',
+                  logger='current')
+    with feature_autocast(inferencer.model, enabled=amp):
+        if scope == 'mmdet':
+            return inferencer(list(images), out_dir=out_dir,
+                              no_save_pred=not save_preds,
+                              pred_score_thr=score_thr)
+        inferencer.save_preds = save_preds
+        return inferencer(list(images), out_dir=out_dir, img_out_dir='vis',
+                          pred_out_dir='preds', opacity=opacity, with_labels=True)

@@ -16,6 +16,7 @@ import time
 from typing import List, Optional
 
 from .. import tuning as malloc
+from ..engine.amp import feature_autocast
 from .models import build, det_samples
 from .parts import profile_ops, time_parts
 
@@ -47,11 +48,15 @@ def measure(job: dict) -> dict:
     x = torch.randn(job['batch'], 3, h, w, device=device)
     samples = (det_samples(job['batch'], h, w, train, device)
                if job['level'] == 'detector' else None)
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16)
-           if job['amp'] else torch.autocast(device.type, enabled=False))
+
+    def amp():
+        # a detector: its backbone and neck (the heads' mmcv ops take float32)
+        if samples is not None:
+            return feature_autocast(model, torch.bfloat16, enabled=job['amp'])
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=job['amp'])
 
     def step():
-        with torch.set_grad_enabled(train), amp:
+        with torch.set_grad_enabled(train), amp():
             if samples is None:
                 out = model(x)
                 loss = sum(o.float().mean() for o in out)

@@ -255,9 +255,9 @@ def check_amp(cfg: Any, device: Optional[str] = None) -> None:
     with mmengine's ``AmpOptimWrapper`` (the paper configs, or ``--amp``) on
     a machine without an accelerator, where that wrapper only asserts.
 
-    The message names the override that trains in float32 instead. mmengine
-    has no CPU mixed-precision wrapper, and bfloat16 autocast on most CPUs is
-    slower than float32, so the tools do not switch to it silently.
+    The message names the overrides that train in float32 or with mmvit3's
+    ``BF16AmpOptimWrapper`` instead; the tools do not switch silently (bfloat16
+    pays only on CPUs with bfloat16 matrix instructions).
 
     Args:
         cfg (Config | dict): The config to be trained.
@@ -278,10 +278,12 @@ def check_amp(cfg: Any, device: Optional[str] = None) -> None:
               if extra else '')
     raise AmpUnavailableError(
         'Mixed-precision training (AmpOptimWrapper) needs a GPU (or an NPU / '
-        'MLU / MUSA device), and this machine has none. To train in float32 '
-        'here, leave out --amp if you passed it; a config that sets '
-        'AmpOptimWrapper itself (the paper configs do) trains in float32 with'
-        f'\n    --cfg-options optim_wrapper.type=OptimWrapper{remove}')
+        'MLU / MUSA device), and this machine has none. Here, train in float32 '
+        'with\n    --cfg-options optim_wrapper.type=OptimWrapper'
+        f'{remove}\nor with bfloat16 autocast of the backbone and neck (fast on '
+        'CPUs with avx512_bf16 or AMX; docs/performance_cpu.md) with'
+        f'\n    --cfg-options optim_wrapper.type=BF16AmpOptimWrapper{remove}'
+        '\n(--amp without AmpOptimWrapper in the config picks the latter).')
 
 
 def output_problem(path: str, directory: bool = False,

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='detection: draw instances scoring at least this')
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='segmentation: opacity of the label map')
+    parser.add_argument('--amp', action='store_true',
+                        help='bfloat16 autocast of the backbone and neck (heads in '
+                        'float32); pays on CPUs with avx512_bf16 or AMX')
     parser.add_argument('--overwrite', action='store_true',
                         help="write into --out-dir even where it is, holds or lies "
                         "inside the config's dataset images or labels (refused "
@@ -58,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with trust_checkpoints(wants_trust(args, cfg)):
         inferencer = build_inferencer(cfg, args.checkpoint, scope, args.device)
     run_inferencer(inferencer, images, args.out_dir, scope, args.save_preds,
-                   args.score_thr, args.opacity)
+                   args.score_thr, args.opacity, amp=args.amp)
     pictures = [paths[0] for paths in outputs.values()]
     where = pictures[0] if len(pictures) == 1 else osp.join(args.out_dir, 'vis', '')
     print(f'Saved {len(pictures)} picture{"s" * (len(pictures) > 1)} of the '

@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
     parser.add_argument(
+        '--amp', action='store_true',
+        help="mixed precision (mmengine's test_cfg.fp16): on a GPU the whole "
+        'step under autocast; on CPU bfloat16 autocast of the backbone and neck, '
+        'heads in float32 (mmvit3\'s AmpHook)')
+    parser.add_argument(
         '--overwrite', action='store_true',
         help='write --out / --show-dir / --work-dir even where they are, hold '
         "or lie inside the config's dataset images or labels (refused "
@@ -146,6 +151,10 @@ def build_cfg(args) -> Config:
 
     if args.tta:
         cfg = _det_tta(cfg) if scope == 'mmdet' else _seg_tta(cfg)
+
+    if args.amp:
+        cfg.test_cfg = cfg.get('test_cfg') or ConfigDict(type='TestLoop')
+        cfg.test_cfg.fp16 = True
 
     if args.out is not None and not args.out.endswith(PKL):
         if scope == 'mmdet':

@@ -8,6 +8,7 @@ import logging
 from typing import Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.logging import print_log
 
 from ..errors import ConfigError
@@ -15,6 +16,7 @@ from .common import add_common_args, apply_common_args, tool_main
 from .runner import run_runner
 
 TOOL = 'tools/train.py'
+AMP_WRAPPERS = ('AmpOptimWrapper', 'BF16AmpOptimWrapper')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         '--amp',
         action='store_true',
         default=False,
-        help='enable automatic-mixed-precision training')
+        help='enable automatic-mixed-precision training (mmengine\'s '
+        'AmpOptimWrapper on a GPU; without one, BF16AmpOptimWrapper: bfloat16 '
+        'autocast of the backbone and neck)')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -87,7 +91,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
     cfg = apply_common_args(args, TOOL)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper == 'AmpOptimWrapper':
+        if optim_wrapper in AMP_WRAPPERS:
             print_log('AMP training is already enabled in your config.',
                       logger='current', level=logging.WARNING)
         else:
@@ -95,8 +99,11 @@ def build_cfg(args: argparse.Namespace) -> Config:
                 raise ConfigError(
                     '--amp works with `optim_wrapper.type=OptimWrapper`, '
                     f'the config has {optim_wrapper!r}')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+            if get_device() == 'cpu':  # bfloat16 autocast of backbone and neck
+                cfg.optim_wrapper.type = 'BF16AmpOptimWrapper'
+            else:
+                cfg.optim_wrapper.type = 'AmpOptimWrapper'
+                cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
             cfg.auto_scale_lr.enable = True

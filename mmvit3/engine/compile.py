@@ -24,10 +24,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from ..errors import ConfigError
+from .amp import FEATURE_PARTS
 from .hooks import unwrapped_model
-
-#: the parts of a detector / segmentor that are compiled
-COMPILED_PARTS = ('backbone', 'neck')
 
 
 def compile_options(value: Any) -> Optional[Dict[str, Any]]:
@@ -110,7 +108,7 @@ class CompileHook(Hook):
         # model (or of its DDP wrapper): back to the class's own
         vars(runner.model).pop('train_step', None)
         model = unwrapped_model(runner)
-        parts = [name for name in COMPILED_PARTS
+        parts = [name for name in FEATURE_PARTS
                  if isinstance(getattr(model, name, None), nn.Module)]
         for name in parts:
             compile_for_training(getattr(model, name), options, self.max_sizes)
