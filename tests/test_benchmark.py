@@ -233,3 +233,41 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
     assert report['info']['check']['fp32']['grads_finite']
     assert report['rows'] and all('seconds' in r for r in report['rows'])
     assert '| vit3-t-fused | 64x96 |' in (tmp_path / 'gpu_benchmark.md').read_text()
+
+
+def test_variants_are_measured_apart_and_reported_against_fp32_eager_fixed(tmp_path):
+    """--precisions / --executions / --scales: one measurement per variant,
+    a compiled multi-scale one with one graph per size; the variants' table
+    and goals set against fp32, eager, fixed size."""
+    out = tmp_path / 'bench'
+    assert benchmark.run(parse_args([
+        '--models', 'vit3-t', '--sizes', '64x96', '--modes', 'infer', '--precisions', 'fp32',
+        'bf16', '--executions', 'compiled', '--compile-backend', 'eager', '--scales', 'multi',
+        '--warmup', '0', '--repeat', '2', '--threads', '1', '--out-dir', str(out)])) == 0
+    rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
+    assert [benchmark.variant(r) for r in rows] == [('fp32', 'compiled', 'multi'),
+                                                     ('bf16', 'compiled', 'multi')]
+    assert benchmark.multi_sizes(64, 96) == [(64, 96), (96, 128)]
+    for r in rows:
+        assert 'error' not in r, r
+        assert r['first_seconds'] > 0 and r['graphs'] == 2, r  # one graph per size
+    table = (out / 'benchmark.md').read_text()
+    assert '| backbone | H-ViT3-T [bf16, compiled, multi-scale] | infer | 64x96 |' in \
+        table.split('Variants against fp32, eager, fixed size')[1]
+    assert benchmark.multi_sizes(800, 1344) == [(800, 1344), (736, 1216), (896, 1504)]
+
+    ref = benchmark.REF_SIZE
+    results = [result('vit3-t', 'infer', ref, 1.0, 1.0),
+               dict(result('vit3-t', 'infer', ref, 0.5, 1.0), precision='bf16'),
+               result('vit3-t', 'train', ref, 3.0, 1.0),
+               dict(result('vit3-t', 'train', ref, 3.0, 1.0), scales='multi'),
+               dict(result('vit3-t', 'train', ref, 3.3, 1.0), scales='multi',
+                    execution='compiled', first_seconds=40., graphs=3)]
+    lines = {line.split(' | ')[0].lstrip('| '): line for line in benchmark.goals(results)}
+    assert '| 0.50 | ≤ 0.67 | met |' in lines['backbone: ViT3-T bf16 / fp32, inference time']
+    assert '| 1.10 | ≤ 1.0 | NOT met |' in \
+        lines['backbone: ViT3-T compiled / eager, multi-scale training step']
+    variants = benchmark.variants_table(results)
+    assert '| backbone | H-ViT3-T [bf16] | infer | 800x1344 | 0.500 | 0.50x | 0.0 |  |' in variants
+    assert ('| backbone | H-ViT3-T [compiled, multi-scale] | train | 800x1344 | 3.300 | 1.10x | '
+            '40.0 | 3 |') in variants

@@ -17,15 +17,15 @@ found and merged), :mod:`.report` and :mod:`.figure` (the files written),
 """
 from .figure import plot
 from .gpu import run_gpu
-from .measurement import child_main, machine_info, measure, run_job
+from .measurement import child_main, machine_info, measure, multi_sizes, run_job
 from .models import (BACKBONES, BIG_SIZE, DEFAULT_MODELS, DEFAULT_SIZES,
                      DET_BASE, LABELS, PAPER_SIZES, REF_SIZE, SINGLE_SCALE,
                      build, deit, det_samples, global_vit)
 from .parts import (CONV_OPS, MATMUL_OPS, OP_CLASSES, PART_GROUPS,
                     backbone_parts, op_split, profile_ops, time_parts)
-from .report import (breakdown_table, goals, markdown, ops_table,
+from .report import (breakdown_table, goals, markdown, ops_table, variants_table,
                      plain_comparison, write_reports)
-from .results import aggregate, find, read_results
+from .results import aggregate, find, read_results, variant
 from .run import parse_size, plan, run
 
 __all__ = [
@@ -36,5 +36,5 @@ __all__ = [
     'measure', 'child_main', 'run_job', 'machine_info', 'parse_size', 'plan',
     'run', 'aggregate', 'read_results', 'find', 'goals',
     'plain_comparison', 'markdown', 'breakdown_table', 'ops_table', 'plot',
-    'write_reports', 'run_gpu'
+    'write_reports', 'run_gpu', 'multi_sizes', 'variants_table', 'variant'
 ]

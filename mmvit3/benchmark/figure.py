@@ -4,6 +4,7 @@ with linear and quadratic slopes through the smallest ViT3-T point."""
 from typing import Sequence
 
 from .models import LABELS
+from .results import variant
 
 
 def plot(results: Sequence[dict], path: str, machine: dict) -> None:
@@ -14,6 +15,7 @@ def plot(results: Sequence[dict], path: str, machine: dict) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
     ok = [r for r in results if 'error' not in r]
+    ok = [r for r in ok if variant(r) == variant(ok[0])]  # one variant: the first measured
     levels = [lv for lv in ('backbone', 'detector')
               if any(r['level'] == lv for r in ok)]
     if not levels:

@@ -16,7 +16,7 @@ import time
 from typing import List, Optional
 
 from .. import tuning as malloc
-from ..engine.amp import feature_autocast
+from ..engine.amp import feature_autocast, feature_parts
 from .models import build, det_samples
 from .parts import profile_ops, time_parts
 
@@ -32,30 +32,51 @@ def _status_gib(field: str) -> float:
     return float('nan')
 
 
+def multi_sizes(h: int, w: int) -> List[tuple]:
+    """The sizes of a multi-scale measurement around ``(h, w)``: itself and
+    0.9x / 1.1x each side, padded to 32 as the detectors' data preprocessor
+    pads (together about the pixels of ``(h, w)`` three times), each once."""
+    pad = lambda v: -(-int(round(v)) // 32) * 32  # noqa: E731
+    sizes = [(h, w), (pad(h * .9), pad(w * .9)), (pad(h * 1.1), pad(w * 1.1))]
+    return sorted(set(sizes), key=sizes.index)
+
+
 def measure(job: dict) -> dict:
     """Time and peak memory of one (model, level, mode, size) in this
-    process."""
+    process, in its precision (``fp32`` / ``bf16`` autocast), execution
+    (``eager`` / ``compiled``: torch.compile of the backbone, or of a
+    detector's backbone and neck, one graph per size) and scales (``fixed``,
+    or ``multi``: the steps cycle through :func:`multi_sizes`)."""
     import torch
     if job.get('threads'):
         torch.set_num_threads(job['threads'])
     device = torch.device(job['device'])
-    h, w = job['size']
     train = job['mode'] == 'train'
+    bf16 = job.get('precision', 'bf16' if job.get('amp') else 'fp32') == 'bf16'
     torch.manual_seed(0)
     model = build(job['model'], job['level']).to(device)
     model.train(train)
     params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(job['batch'], 3, h, w, device=device)
-    samples = (det_samples(job['batch'], h, w, train, device)
-               if job['level'] == 'detector' else None)
+    detector = job['level'] == 'detector'
+    sizes = (multi_sizes(*job['size']) if job.get('scales') == 'multi'
+             else [tuple(job['size'])])
+    batches = [(torch.randn(job['batch'], 3, h, w, device=device),
+                det_samples(job['batch'], h, w, train, device) if detector else None)
+               for h, w in sizes]
+    if job.get('execution') == 'compiled':
+        torch._dynamo.config.recompile_limit = len(sizes) + 2
+        for part in (feature_parts(model) if detector else [model]):
+            part.forward = torch.compile(part.forward, dynamic=False,
+                                         backend=job.get('compile_backend', 'inductor'))
 
     def amp():
         # a detector: its backbone and neck (the heads' mmcv ops take float32)
-        if samples is not None:
-            return feature_autocast(model, torch.bfloat16, enabled=job['amp'])
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=job['amp'])
+        if detector:
+            return feature_autocast(model, torch.bfloat16, enabled=bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def step():
+    def step(i=0):
+        x, samples = batches[i % len(batches)]
         with torch.set_grad_enabled(train), amp():
             if samples is None:
                 out = model(x)
@@ -79,13 +100,19 @@ def measure(job: dict) -> dict:
     cuda = device.type == 'cuda'
     base = (torch.cuda.memory_allocated() / 2**30 if cuda else
             _status_gib('VmRSS'))
+    # the first step at each size (compilation, first-touch allocations) apart
+    first = 0.
+    for i in range(len(sizes)):
+        start = time.perf_counter()
+        step(i)
+        first += time.perf_counter() - start
     times: List[float] = []
     budget_end = time.perf_counter() + job['max_time']
     for i in range(job['warmup'] + job['repeat']):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        step()
+        step(i)
         if i >= job['warmup']:
             times.append(time.perf_counter() - start)
         if times and time.perf_counter() > budget_end:
@@ -95,9 +122,13 @@ def measure(job: dict) -> dict:
     sec = statistics.median(times)
     result = dict(params=params, seconds=sec, runs=len(times),
                   images_per_s=job['batch'] / sec, peak_gib=peak,
-                  base_gib=base, step_gib=peak - base)
-    if job.get('breakdown') and samples is None:
-        result['parts'] = time_parts(job['model'], model, step, train, amp,
+                  base_gib=base, step_gib=peak - base,
+                  first_seconds=first)
+    if job.get('execution') == 'compiled':
+        from torch._dynamo.utils import counters
+        result['graphs'] = int(counters['stats']['unique_graphs'])
+    if job.get('breakdown') and not detector:
+        result['parts'] = time_parts(job['model'], model, step, train, amp(),
                                      job['repeat'], sync)
         if not cuda:  # on CUDA the CPU self time is launch time, not the kernels'
             result['ops'] = profile_ops(step, job['repeat'])

@@ -9,7 +9,7 @@ from typing import List, Sequence
 from .figure import plot
 from .models import BIG_SIZE, LABELS, PAPER_SIZES, REF_SIZE
 from .parts import PART_GROUPS
-from .results import find
+from .results import VARIANT, find, variant
 
 
 def goals(results: Sequence[dict]) -> List[str]:
@@ -37,6 +37,13 @@ def goals(results: Sequence[dict]) -> List[str]:
               get('vit3-t-plain', 'infer'), fast_i, 'seconds', 1.3, False)
         ratio(f'{level}: plain / fast path, training-step time',
               get('vit3-t-plain', 'train'), fast_t, 'seconds', 1.3, False)
+        ratio(f'{level}: ViT3-T bf16 / fp32, inference time',
+              find(results, 'vit3-t', level, 'infer', REF_SIZE, precision='bf16'), fast_i,
+              'seconds', round(1 / 1.5, 2))
+        ratio(f'{level}: ViT3-T compiled / eager, multi-scale training step',
+              find(results, 'vit3-t', level, 'train', REF_SIZE, execution='compiled',
+                   scales='multi'),
+              find(results, 'vit3-t', level, 'train', REF_SIZE, scales='multi'), 'seconds', 1.0)
         for mode in ('infer', 'train'):
             big = get('vit3-t', mode, BIG_SIZE)
             ref = get('vit3-t', mode, REF_SIZE)
@@ -77,6 +84,35 @@ def plain_comparison(results: Sequence[dict]) -> List[str]:
     return lines
 
 
+def label(r: dict) -> str:
+    """The model's name, and its variant where it is not fp32 / eager /
+    fixed size: ``H-ViT3-T [bf16, compiled, multi-scale]``."""
+    names = {'multi': 'multi-scale'}
+    extra = [names.get(v, v) for v, (_, default) in zip(variant(r), VARIANT) if v != default]
+    return LABELS[r['model']] + (f" [{', '.join(extra)}]" if extra else '')
+
+
+def variants_table(results: Sequence[dict]) -> List[str]:
+    """Each variant beside the same measurement in fp32, eager, at a fixed
+    size: the time per step (steady state; multi-scale: the median over the
+    sizes), its ratio, the first step at each size (compilation included)
+    and the graphs compiled; nothing where no variant was measured."""
+    rows = [r for r in results if 'error' not in r and variant(r) != ('fp32', 'eager', 'fixed')]
+    if not rows:
+        return []
+    lines = ['', 'Variants against fp32, eager, fixed size (steady-state time per step; '
+             'first steps: the first step at each size, compilation included):', '',
+             '| level | model | mode | input | time (s) | vs fp32 eager fixed | '
+             'first steps (s) | graphs |', '| --- ' * 8 + '|']
+    for r in rows:
+        ref = find(results, r['model'], r['level'], r['mode'], r['size'])
+        vs = f"{r['seconds'] / ref['seconds']:.2f}x" if ref else ''
+        lines.append(f"| {r['level']} | {label(r)} | {r['mode']} | {r['size'][0]}x{r['size'][1]}"
+                     f" | {r['seconds']:.3f} | {vs} | {r.get('first_seconds', 0):.1f} | "
+                     f"{r.get('graphs', '')} |")
+    return lines
+
+
 def markdown(results: Sequence[dict], machine: dict) -> str:
     """``benchmark.md``: the machine, a row per measurement, then the goal,
     DeiT and ``--breakdown`` tables that the results hold."""
@@ -87,7 +123,6 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
                f"{machine.get('torch_cpu_kernels', '?')})")
     if machine.get('gpu'):
         hw = f"{machine['gpu']} ({hw})"
-    amp = ' under bf16 autocast' if results and results[0].get('amp') else ''
     rounds = sorted({r.get('rounds', 1) for r in results if 'error' not in r}) or [1]
     span = str(rounds[0]) if len(rounds) == 1 else f'{rounds[0]}-{rounds[-1]}'
     over_rounds = (f' (median over {span} rounds, the whole plan run one '
@@ -95,7 +130,7 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     malloc = f"; {machine['malloc']}" if machine.get('malloc') else ''
     lines = [
         f"Measured {machine['date']} on {hw}{malloc}; torch {machine['torch']}, "
-        f"device {machine['device']}{amp}, batch "
+        f"device {machine['device']}, batch "
         f"{results[0]['batch'] if results else 1}. Time: median of the timed "
         f"runs{over_rounds}; memory: peak RSS of the process (CPU) or peak "
         'allocated (CUDA), and the part the step added.', '',
@@ -105,7 +140,7 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     ]
     for r in results:
         size = f"{r['size'][0]}x{r['size'][1]}"
-        head = f"| {r['level']} | {LABELS[r['model']]} | {r['mode']} | {size}"
+        head = f"| {r['level']} | {label(r)} | {r['mode']} | {size}"
         if 'error' in r:
             lines.append(f"{head} | | {r['error']} | | | |")
             continue
@@ -113,6 +148,7 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
             f"{head} | {r['params'] / 1e6:.1f}M | {r['seconds']:.3f} | "
             f"{r['images_per_s']:.2f} | {r['peak_gib']:.2f} | "
             f"{r['step_gib']:.2f} |")
+    lines += variants_table(results)
     goal_lines = goals(results)
     if goal_lines:
         lines += ['', 'Goals (ratios from this run):', ''] + goal_lines

@@ -7,14 +7,27 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 
+#: a measurement's variant: precision, execution and scales, and their defaults
+VARIANT = (('precision', 'fp32'), ('execution', 'eager'), ('scales', 'fixed'))
+
+
+def variant(r: dict) -> tuple:
+    """``(precision, execution, scales)`` of a row (rows written before
+    variants existed: ``amp`` is bf16, the rest the defaults)."""
+    old = {'precision': 'bf16'} if r.get('amp') else {}
+    return tuple(r.get(k, old.get(k, default)) for k, default in VARIANT)
+
+
 def _key(r: dict) -> tuple:
-    return r['level'], r['model'], r['mode'], tuple(r['size'])
+    return (r['level'], r['model'], r['mode'], tuple(r['size'])) + variant(r)
 
 
-def find(results: Sequence[dict], model, level, mode, size) -> Optional[dict]:
+def find(results: Sequence[dict], model, level, mode, size,
+         precision='fp32', execution='eager', scales='fixed') -> Optional[dict]:
     """The first row of that measurement that did not fail, or None."""
+    key = (level, model, mode, tuple(size), precision, execution, scales)
     for r in results:
-        if _key(r) == (level, model, mode, tuple(size)) and 'error' not in r:
+        if _key(r) == key and 'error' not in r:
             return r
     return None
 
@@ -29,7 +42,7 @@ def read_results(out_dir: str) -> List[dict]:
 
 
 def aggregate(results: Sequence[dict]) -> List[dict]:
-    """One result per (level, model, mode, size) from several ``--rounds``:
+    """One result per (level, model, mode, size, variant) from several ``--rounds``:
     the median time over the rounds (and of ``--breakdown``'s seconds), the
     largest peak memory. A measurement
     that failed in every round keeps its first error."""

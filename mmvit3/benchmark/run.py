@@ -3,6 +3,7 @@
 (each measurement in its own process, then the report), or only the report
 again with ``--replot``. :mod:`mmvit3.cli.benchmark` parses the arguments."""
 import argparse
+import itertools
 import json
 import os
 import os.path as osp
@@ -34,15 +35,17 @@ def plan(args) -> List[dict]:
         for model in args.models:
             if model in SINGLE_SCALE and level != 'backbone':
                 continue
-            for mode in args.modes:
-                for size in args.sizes:
-                    jobs.append(dict(
-                        model=model, level=level, mode=mode, size=size,
-                        batch=args.batch, device=args.device, amp=args.amp,
-                        threads=args.threads, warmup=args.warmup,
-                        repeat=args.repeat, max_time=args.max_time,
-                        mem_limit_gib=args.mem_limit,
-                        breakdown=args.breakdown and level == 'backbone'))
+            for mode, size, precision, execution, scales in itertools.product(
+                    args.modes, args.sizes, args.precisions, args.executions, args.scales):
+                jobs.append(dict(
+                    model=model, level=level, mode=mode, size=size,
+                    precision=precision, execution=execution, scales=scales,
+                    compile_backend=args.compile_backend,
+                    batch=args.batch, device=args.device,
+                    threads=args.threads, warmup=args.warmup,
+                    repeat=args.repeat, max_time=args.max_time,
+                    mem_limit_gib=args.mem_limit,
+                    breakdown=args.breakdown and level == 'backbone'))
     return jobs
 
 

@@ -24,9 +24,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                         choices=['backbone', 'detector'],
                         help='the backbone alone, or the whole Mask R-CNN')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--amp', action='store_true',
-                        help='bf16 autocast (ViT3 keeps its inner step in '
-                        'float32)')
+    parser.add_argument('--precisions', nargs='+', default=['fp32'], choices=['fp32', 'bf16'],
+                        help='bf16: autocast (ViT3 keeps its inner step in float32; a '
+                        'detector autocasts its backbone and neck, its heads stay float32)')
+    parser.add_argument('--amp', action='store_true', help='the same as --precisions bf16')
+    parser.add_argument('--executions', nargs='+', default=['eager'],
+                        choices=['eager', 'compiled'],
+                        help='compiled: torch.compile of the backbone (a detector: its '
+                        'backbone and neck), one graph per input size; the first step at '
+                        'each size (compilation) is reported apart')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile's backend for --executions compiled")
+    parser.add_argument('--scales', nargs='+', default=['fixed'], choices=['fixed', 'multi'],
+                        help='multi: the steps cycle through the size, 0.9x and 1.1x of it '
+                        '(padded to 32), as a multi-scale recipe changes sizes')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: torch\'s choice)')
@@ -57,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='only redraw the table and plot from DIR\'s '
                         'results.jsonl')
     args = parser.parse_args(argv)
+    if args.amp:
+        args.precisions = ['bf16']
     if args.rounds < 1:
         parser.error(f'--rounds must be at least 1, not {args.rounds}')
     if args.mem_limit is None:
