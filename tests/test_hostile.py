@@ -654,11 +654,11 @@ def test_the_annotation_check_walks_the_config_and_can_be_turned_off(tmp_path):
 
 
 def test_dropped_annotations_are_counted(tmp_path):
-    anns = [
-        {'id': 1, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 0, 5]},
-        {'id': 2, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, -2]},
-        {'id': 3, 'image_id': 0, 'category_id': 7, 'bbox': [1, 1, 5, 5]},
-        {'id': 4, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, 5],
+    anns = [  # each with the area mmdet reads
+        {'id': 1, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 0, 5], 'area': 25},
+        {'id': 2, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, -2], 'area': 25},
+        {'id': 3, 'image_id': 0, 'category_id': 7, 'bbox': [1, 1, 5, 5], 'area': 25},
+        {'id': 4, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, 5], 'area': 25,
          'segmentation': [[1, 1, 5, 5]]},
     ]
     path = tmp_path / 'ann.json'
