@@ -216,3 +216,17 @@ def test_tools_check_the_data_and_exit_2_naming_what_is_wrong(tmp_path):
         assert rc == 2, out[-3000:]
         assert f"no file ending in '.jpg' under {root}/ade/images/validation" in out
         assert 'need at least one array' in out and 'Traceback' not in out
+
+
+def test_benchmark_script_writes_the_figure_with_the_cpu(tmp_path):
+    from mmvit3.cli.benchmark_data_check import main
+    from mmvit3.datasets.bench import time_coco_check, write_synthetic_coco
+    path = write_synthetic_coco(str(tmp_path / 'set'), num_annotations=40, per_image=4)
+    result = time_coco_check(path, str(tmp_path / 'set' / 'images'))
+    assert (result['images'], result['annotations'], result['findings']) == (10, 40, 0)
+    page = tmp_path / 'page.md'
+    assert main(['--annotations', '40', '--per-image', '4', '--out', str(page)]) == 0
+    cpu = next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
+               if line.startswith('model name'))
+    row = page.read_text().splitlines()[-1]
+    assert row.startswith('| 20') and f'| {cpu} |' in row and '| 40 | 10 |' in row
