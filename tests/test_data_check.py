@@ -230,3 +230,13 @@ def test_benchmark_script_writes_the_figure_with_the_cpu(tmp_path):
                if line.startswith('model name'))
     row = page.read_text().splitlines()[-1]
     assert row.startswith('| 20') and f'| {cpu} |' in row and '| 40 | 10 |' in row
+
+
+def test_a_long_image_pass_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
+    from mmvit3.datasets import coco
+    root = demo(tmp_path)
+    monkeypatch.setattr(coco, 'PROGRESS_MIN', 2)  # 2000 images and more, here 2
+    check_dataset(det_cfg(root), ['train'])
+    assert '2/2, ' in capsys.readouterr().out
+    check_dataset(det_cfg(root), ['train'], progress=False)
+    assert '2/2, ' not in capsys.readouterr().out

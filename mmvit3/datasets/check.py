@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -244,7 +245,8 @@ def seg_labels(pairs: Sequence[Tuple[str, str]], report: SplitReport,
     from PIL import Image
     step = max(1, len(pairs) // max_decoded) if max_decoded and num_classes else 0
     top = (num_classes if reduce_zero_label else num_classes - 1) if num_classes else 0
-    bar = ProgressBar(len(pairs)) if progress and len(pairs) >= PROGRESS_MIN else None
+    bar = ProgressBar(len(pairs), file=sys.stdout) \
+        if progress and len(pairs) >= PROGRESS_MIN else None
     for i, (img_path, seg_path) in enumerate(pairs):
         if bar is not None:
             bar.update()

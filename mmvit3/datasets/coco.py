@@ -8,6 +8,7 @@ warning. The json is parsed once; the images are read from their headers
 import json
 import math
 import os.path as osp
+import sys
 from typing import Any, Dict, Optional, Sequence
 
 from mmengine.utils import ProgressBar
@@ -133,7 +134,8 @@ def _image_files(images: Dict[Any, dict], report: SplitReport, img_dir: str,
                  backend: str, progress: bool) -> None:
     """Each image file against its entry: there, readable, of the json's
     size as decoded, not resized to nothing by the pipeline."""
-    bar = ProgressBar(len(images)) if progress and len(images) >= PROGRESS_MIN else None
+    bar = ProgressBar(len(images), file=sys.stdout) \
+        if progress and len(images) >= PROGRESS_MIN else None
     for iid, img in images.items():
         path = osp.join(img_dir, img['file_name'])
         try:
