@@ -28,12 +28,13 @@ import numpy as np
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
-from ..config import typed_dicts
+from ..config import config_flag, typed_dicts
 from ..errors import BadAnnotationError, DatasetNotFoundError
-from .coco import PROGRESS_MIN, check_coco
+from .coco import PROGRESS_MIN, SKIPPED_HINT, check_coco
 from .images import (TURNS, Rescale, keep_ratio_rescales, loader_settings, orients,
                      read_header, vanishing_rescale)
-from .report import DataReport, SplitReport
+from .report import ERROR, WARNING, DataReport, SplitReport
+from .transforms import SKIP_HINT
 from .walk import split_datasets, split_metrics
 
 DEMO_HINT = (
@@ -228,7 +229,7 @@ def seg_labels(pairs: Sequence[Tuple[str, str]], report: SplitReport,
                num_classes: Optional[int], reduce_zero_label: bool = False,
                ignore_index: int = 255, max_decoded: int = 500, min_side: int = 32,
                orient: bool = True, rescales: Sequence[Rescale] = (),
-               progress: bool = False) -> None:
+               progress: bool = False, skip_bad: bool = False) -> None:
     """Check segmentation label maps against their images into ``report``.
 
     For every ``(image, label map)`` pair, from the file headers: the label
@@ -240,7 +241,8 @@ def seg_labels(pairs: Sequence[Tuple[str, str]], report: SplitReport,
     ``max_decoded`` label maps, spread over the set, the values must be
     class indices: ``0 .. num_classes - 1`` (``0 .. num_classes`` with
     ``reduce_zero_label``) or ``ignore_index`` (not checked when
-    ``num_classes`` is None).
+    ``num_classes`` is None). An unreadable image is an error, a warning
+    with ``skip_bad`` (training with ``skip_bad_images``).
     """
     from PIL import Image
     step = max(1, len(pairs) // max_decoded) if max_decoded and num_classes else 0
@@ -257,7 +259,8 @@ def seg_labels(pairs: Sequence[Tuple[str, str]], report: SplitReport,
             header = read_header(img_path, orient)
             size = header.width, header.height
         except (OSError, ValueError, SyntaxError) as err:
-            report.add('unreadable image files', f'{img_path}: {err}')
+            report.add('unreadable image files', f'{img_path}: {err}',
+                       *((WARNING, SKIPPED_HINT) if skip_bad else (ERROR, SKIP_HINT)))
             size = None
         try:
             with Image.open(seg_path) as seg:
@@ -328,7 +331,8 @@ def _loads_masks(pipeline: Any) -> bool:
                for _, node in typed_dicts(list(pipeline or [])))
 
 
-def _check_coco_dataset(ds: Any, split: str, report: SplitReport, progress: bool) -> None:
+def _check_coco_dataset(ds: Any, split: str, report: SplitReport, progress: bool,
+                        skip_bad: bool) -> None:
     root = _get(ds, 'data_root') or ''
     prefix = _get(_get(ds, 'data_prefix') or {}, 'img', '')
     color_type, backend = loader_settings(_get(ds, 'pipeline'))
@@ -337,10 +341,10 @@ def _check_coco_dataset(ds: Any, split: str, report: SplitReport, progress: bool
                img_dir=_join(root, prefix), orient=orients(color_type, backend),
                rescales=keep_ratio_rescales(_get(ds, 'pipeline')),
                with_mask=_loads_masks(_get(ds, 'pipeline')), color_type=color_type,
-               backend=backend, progress=progress)
+               backend=backend, progress=progress, skip_bad=skip_bad)
 
 
-def _check_seg_dataset(ds: Any, report: SplitReport, progress: bool) -> None:
+def _check_seg_dataset(ds: Any, report: SplitReport, progress: bool, skip_bad: bool) -> None:
     dataset = _seg_dataset(ds)
     pairs = [(d['img_path'], d['seg_map_path']) for d in dataset.data_list
              if d.get('seg_map_path')]
@@ -359,7 +363,8 @@ def _check_seg_dataset(ds: Any, report: SplitReport, progress: bool) -> None:
                    dataset.metainfo['classes']),  # remapped ids are no class indices
                bool(_get(ds, 'reduce_zero_label', False)),
                getattr(dataset, 'ignore_index', 255), orient=orients(color_type, backend),
-               rescales=keep_ratio_rescales(_get(ds, 'pipeline')), progress=progress)
+               rescales=keep_ratio_rescales(_get(ds, 'pipeline')), progress=progress,
+               skip_bad=skip_bad)
 
 
 def check_dataset(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
@@ -395,11 +400,12 @@ def check_dataset(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
                 part.same_as = checked[osp.normpath(source)]
                 continue
             checked[osp.normpath(source)] = split
+            skip_bad = split == 'train' and config_flag(cfg, 'skip_bad_images')
             try:
                 if ann_file.endswith('.json'):
-                    _check_coco_dataset(ds, split, part, progress)
+                    _check_coco_dataset(ds, split, part, progress, skip_bad)
                 else:
-                    _check_seg_dataset(ds, part, progress)
+                    _check_seg_dataset(ds, part, progress, skip_bad)
             except BadAnnotationError as err:
                 part.add('unusable annotation files', str(err))
     # the evaluators' COCO files (CocoMetric reads its own ann_file)

@@ -15,7 +15,8 @@ from mmengine.utils import ProgressBar
 
 from ..errors import BadAnnotationError
 from .images import TURNS, Rescale, read_header, vanishing_rescale
-from .report import WARNING, SplitReport
+from .report import ERROR, WARNING, SplitReport
+from .transforms import SKIP_HINT
 
 #: Images from which the image pass shows a progress bar.
 PROGRESS_MIN = 2000
@@ -26,6 +27,7 @@ ORIENTATION_HINT = (
     'stored pixels would not fit: load them unturned '
     "(color_type='color_ignore_orientation' in every pipeline's LoadImageFromFile), or "
     'turn the files and their annotations and remove the EXIF orientation.')
+SKIPPED_HINT = 'skip_bad_images is on: the checked loader skips them in training.'
 SIZE_HINT = ('mmdet reads boxes and polygons in the json\'s frame and the masks in the '
              'decoded one: correct width / height in the json (or the files).')
 
@@ -131,9 +133,11 @@ def _images(data: dict, report: SplitReport) -> Dict[Any, dict]:
 
 def _image_files(images: Dict[Any, dict], report: SplitReport, img_dir: str,
                  orient: bool, rescales: Sequence[Rescale], color_type: str,
-                 backend: str, progress: bool) -> None:
-    """Each image file against its entry: there, readable, of the json's
-    size as decoded, not resized to nothing by the pipeline."""
+                 backend: str, progress: bool, skip_bad: bool) -> None:
+    """Each image file against its entry: there, readable (a warning where
+    ``skip_bad``: the checked loader skips it), of the json's size as
+    decoded, not resized to nothing by the pipeline."""
+    bad = (WARNING, SKIPPED_HINT) if skip_bad else (ERROR, SKIP_HINT)
     bar = ProgressBar(len(images), file=sys.stdout) \
         if progress and len(images) >= PROGRESS_MIN else None
     for iid, img in images.items():
@@ -141,9 +145,9 @@ def _image_files(images: Dict[Any, dict], report: SplitReport, img_dir: str,
         try:
             header = read_header(path, orient)
         except FileNotFoundError:
-            report.add('missing image files', f'{path} (image {iid!r})')
+            report.add('missing image files', f'{path} (image {iid!r})', *bad)
         except (OSError, ValueError, SyntaxError) as err:
-            report.add('unreadable image files', f'{path} (image {iid!r}): {err}')
+            report.add('unreadable image files', f'{path} (image {iid!r}): {err}', *bad)
         else:
             size = header.width, header.height
             if size != (img['width'], img['height']):
@@ -291,7 +295,7 @@ def check_coco(path: str, report: SplitReport, classes: Optional[Sequence[str]] 
                filter_cfg: Optional[dict] = None, img_dir: Optional[str] = None,
                orient: bool = True, rescales: Sequence[Rescale] = (),
                with_mask: bool = False, color_type: str = 'color', backend: str = 'cv2',
-               progress: bool = True) -> None:
+               progress: bool = True, skip_bad: bool = False) -> None:
     """Check the COCO file ``path`` into ``report``.
 
     Args:
@@ -306,6 +310,8 @@ def check_coco(path: str, report: SplitReport, classes: Optional[Sequence[str]] 
         rescales: The pipeline's keep-ratio resizes.
         with_mask: Whether the pipeline loads masks.
         progress: A progress bar for a long image pass.
+        skip_bad: Missing and unreadable images are warnings (training with
+            ``skip_bad_images``: the checked loader skips them).
 
     Raises:
         BadAnnotationError: The file cannot be used at all (:func:`load_coco`,
@@ -315,7 +321,8 @@ def check_coco(path: str, report: SplitReport, classes: Optional[Sequence[str]] 
     cats = _categories(data, report, classes)
     images = _images(data, report)
     if img_dir is not None:
-        _image_files(images, report, img_dir, orient, rescales, color_type, backend, progress)
+        _image_files(images, report, img_dir, orient, rescales, color_type, backend, progress,
+                     skip_bad)
     usable = _annotations(data, report, images, cats, classes, with_mask)
     filter_cfg = filter_cfg or {}
     if filter_cfg.get('filter_empty_gt', False):
