@@ -517,6 +517,41 @@ def test_convert_refuses_nonfinite_weights_and_its_own_input(tmp_path):
     assert torch.load(src, weights_only=True)['state_dict'].keys() == state.keys()
 
 
+def test_an_exploding_loss_or_nonfinite_weights_stop_training_whatever_the_optimizer(tmp_path):
+    """SGD with a huge lr: the loss of iteration 2 is finite but some 1e10
+    times the first one; with lr=inf the only step leaves NaN weights, which
+    no later loss would show."""
+    runner = toy_runner(tmp_path / 'a', max_iters=4)
+    runner.optim_wrapper = dict(optimizer=dict(type='SGD', lr=1e5))
+    with pytest.raises(NonFiniteLossError, match=r'iteration 2: the loss exploded \(loss=\S+, '
+                       r'\S+ times its \S+ of the first iterations \(max_loss_ratio=10000\)'):
+        runner.train()
+    runner = toy_runner(tmp_path / 'b', max_iters=1)
+    runner.optim_wrapper = dict(optimizer=dict(type='SGD', lr=float('inf')))
+    with pytest.raises(NonFiniteLossError, match=r'after the step of iteration 1, the last: the '
+                       r'weights hold NaN / Inf in \d tensors \(linear\.'):
+        runner.train()
+
+
+def test_a_diverging_sgd_tool_run_is_named_as_divergence(demo_root, tmp_path):
+    """The demo detector with SGD at lr=1000: the loss goes from about 5 to
+    about 2e8 (finite) at iteration 2; before, the run saved that
+    checkpoint, evaluated to nothing and exited 0."""
+    config = tmp_path / 'sgd.py'
+    config.write_text(f"_base_ = ['{ROOT / DET_CFG}']\n"
+                      "optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict("
+                      "type='SGD', lr=1000.0, momentum=0.9, weight_decay=0.0001))\n")
+    rc, out = run('tools/train.py', config, '--work-dir', tmp_path / 'w', '--cfg-options',
+                  *det_data_overrides(demo_root), 'train_cfg.max_iters=2',
+                  'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+                  'train_dataloader.batch_size=2',
+                  *loader_overrides('', num_workers=0, persistent_workers=False))
+    assert rc == 3, out[-3000:]
+    assert 'Training stopped at iteration 2: the loss exploded' in out
+    assert 'The run diverged: lower the learning rate' in out
+    assert not list((tmp_path / 'w').glob('*.pth'))
+
+
 def test_a_diverging_tool_run_exits_non_zero(demo_root, tmp_path):
     rc, out = run('tools/train.py', SEG_CFG, '--work-dir', tmp_path,
                   *seg_train_options(demo_root, 'optim_wrapper.optimizer.lr=1e30',
@@ -654,11 +689,11 @@ def test_the_annotation_check_walks_the_config_and_can_be_turned_off(tmp_path):
 
 
 def test_dropped_annotations_are_counted(tmp_path):
-    anns = [
-        {'id': 1, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 0, 5]},
-        {'id': 2, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, -2]},
-        {'id': 3, 'image_id': 0, 'category_id': 7, 'bbox': [1, 1, 5, 5]},
-        {'id': 4, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, 5],
+    anns = [  # each with the area mmdet reads
+        {'id': 1, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 0, 5], 'area': 25},
+        {'id': 2, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, -2], 'area': 25},
+        {'id': 3, 'image_id': 0, 'category_id': 7, 'bbox': [1, 1, 5, 5], 'area': 25},
+        {'id': 4, 'image_id': 0, 'category_id': 1, 'bbox': [1, 1, 5, 5], 'area': 25,
          'segmentation': [[1, 1, 5, 5]]},
     ]
     path = tmp_path / 'ann.json'

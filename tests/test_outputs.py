@@ -4,7 +4,8 @@ built, a target that is, holds or lies inside the config's dataset images or
 labels, a file that is an input (hard links and symlinks count), existing
 files that make_demo_data did not write itself, and two inputs whose outputs
 would share a name; ``--overwrite`` lets the dataset and foreign-file cases
-through, never the input ones.
+through, never the input ones. tools/train.py refuses a work dir among the
+dataset's images or labels the same way.
 
 Each case runs on its own tiny demo data set (the tools must not be able to
 spoil the session's ``demo_root``) with a checkpoint that is never loaded.
@@ -89,6 +90,24 @@ def test_test_tool_writes_into_the_dataset_when_asked_with_overwrite(data, tmp_p
             '--work-dir', str(tmp_path / 'work'), '--cfg-options', *seg_data_overrides(root)]
     assert test_tool.main(argv) == 2 and not runs
     assert test_tool.main(argv + ['--overwrite']) == 0 and len(runs) == 1
+
+
+def test_train_tool_refuses_a_work_dir_in_the_dataset(data, tmp_path, monkeypatch):
+    from mmvit3.cli import train as train_tool
+    root, _ = data
+    runs = []
+    monkeypatch.setattr(train_tool, 'run_runner', lambda cfg, *a, **k: runs.append(cfg) or 0)
+    before = digest(root)
+    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', root / 'ade',
+                       '--cfg-options', *seg_data_overrides(root))
+    assert rc == 2, out[-3000:]
+    refusal('tools/train.py', out, root / 'ade', '--overwrite')
+    for where in ('ade', 'ade/images/training/run'):  # holds the images; inside them
+        argv = [SEG_CFG, '--work-dir', str(root / where), '--cfg-options',
+                *seg_data_overrides(root)]
+        assert train_tool.main(argv) == 2 and not runs
+    assert digest(root) == before and not (root / 'ade/images/training/run').exists()
+    assert train_tool.main(argv + ['--overwrite']) == 0 and len(runs) == 1
 
 
 def test_make_demo_data_keeps_files_it_did_not_write(tmp_path):

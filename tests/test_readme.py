@@ -52,6 +52,8 @@ COVERED = {
         ['tests/test_reliability.py::test_dist_train_two_cpu_processes_hold_identical_weights',
          'tests/test_launchers.py::test_dist_scripts_exec_torchrun'],
     r'bash tools/dist_test\.sh \S+ \S+ \d+$': ['tests/test_launchers.py::test_dist_scripts_exec_torchrun'],
+    r'python tools/check_dataset\.py configs/demo/mask_rcnn_vit3_demo\.py$':
+        ['tests/test_data_check.py::test_tools_check_the_data_and_exit_2_naming_what_is_wrong'],
     r'python tools/convert_checkpoint\.py \S+ \S+ --trusted$':
         ['tests/test_checkpoint.py::test_convert_then_load_safely'],
 }

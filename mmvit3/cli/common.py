@@ -92,6 +92,17 @@ class CfgOptionsAction(DictAction):
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """Add the options of every tool that reads a config and a checkpoint:
     ``--cfg-options`` and ``--trust-checkpoint``."""
+    add_cfg_options(parser)
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='fully unpickle the checkpoints this run loads (can run code '
+        'from the file): only for files you trust. Same as '
+        '`trust_checkpoint = True` in the config')
+
+
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cfg-options`` (:class:`CfgOptionsAction`)."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -102,12 +113,6 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='fully unpickle the checkpoints this run loads (can run code '
-        'from the file): only for files you trust. Same as '
-        '`trust_checkpoint = True` in the config')
 
 
 def wants_trust(args: argparse.Namespace, cfg: Config) -> bool:
@@ -145,25 +150,39 @@ def apply_common_args(args: argparse.Namespace, tool: str) -> Config:
         ProjectKeyError: A misspelt mmvit3 key.
     """
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = load_config(args.config)
-    file_data_root = cfg.get('data_root')
-    if args.cfg_options:
-        merge_overrides(cfg, args.cfg_options)
-        new_root = args.cfg_options.get('data_root')
-        if isinstance(file_data_root, str) and isinstance(new_root, str):
-            # the config's data_root was copied into each dataloader and
-            # evaluator when it was read: one override reaches them all
-            propagate_data_root(cfg, file_data_root, new_root)
-    resolve_against_repo(cfg)
+    cfg = read_config(args.config, args.cfg_options, tool)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    config_scope(cfg, tool)
-    check_project_keys(cfg, args.config)
     adapt_to_cpu_distributed(cfg)
+    return cfg
+
+
+def read_config(path: str, cfg_options: Optional[dict], tool: str) -> Config:
+    """The config at ``path`` with ``--cfg-options`` merged (a ``data_root``
+    override reaching every dataloader and evaluator), relative data paths
+    resolved as :func:`apply_common_args` says, its library and mmvit3's
+    keys checked.
+
+    Raises:
+        ConfigError: The config is not an mmdet / mmseg one.
+        ProjectKeyError: A misspelt mmvit3 key.
+    """
+    cfg = load_config(path)
+    file_data_root = cfg.get('data_root')
+    if cfg_options:
+        merge_overrides(cfg, cfg_options)
+        new_root = cfg_options.get('data_root')
+        if isinstance(file_data_root, str) and isinstance(new_root, str):
+            # the config's data_root was copied into each dataloader and
+            # evaluator when it was read: one override reaches them all
+            propagate_data_root(cfg, file_data_root, new_root)
+    resolve_against_repo(cfg)
+    config_scope(cfg, tool)
+    check_project_keys(cfg, path)
     return cfg
 
 

@@ -113,10 +113,10 @@ def out_of_memory_message(cfg: Config, splits: Sequence[str],
     return '\n'.join(lines)
 
 
-def _check_run_data(cfg: Config, splits: Sequence[str]) -> None:
-    """The data of ``splits`` on disk and usable; a missing path's message
-    gets the one override for data elsewhere, and commands that work from
-    here."""
+def check_run_paths(cfg: Config, splits: Sequence[str]) -> None:
+    """The data of ``splits`` on disk (:func:`~mmvit3.datasets.check_data`);
+    a missing path's message gets the one override for data elsewhere, and
+    commands that work from here."""
     try:
         check_data(cfg, splits)
     except DatasetNotFoundError as err:
@@ -126,6 +126,11 @@ def _check_run_data(cfg: Config, splits: Sequence[str]) -> None:
                         'dataloader and evaluator at it: --cfg-options '
                         'data_root=PATH/')
         raise DatasetNotFoundError(commands_from_here(message), err.missing) from None
+
+
+def _check_run_data(cfg: Config, splits: Sequence[str]) -> None:
+    """The data of ``splits`` on disk and usable."""
+    check_run_paths(cfg, splits)
     check_annotations(cfg, splits)
 
 

@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.logging import print_log
 
+from ..datasets import refuse_dataset_outputs
 from ..errors import ConfigError
 from .common import add_common_args, apply_common_args, tool_main
 from .runner import run_runner
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         '--overwrite',
         action='store_true',
         help='let this run replace the checkpoints an earlier run left in the work dir '
-        '(refused otherwise; same as `overwrite_checkpoints = True` in the config)')
+        '(refused otherwise; same as `overwrite_checkpoints = True` in the config), and '
+        "write into a work dir that is, holds or lies inside the config's dataset images "
+        'or labels (refused otherwise)')
     parser.add_argument(
         '--tensorboard',
         action='store_true',
@@ -130,6 +133,9 @@ def build_cfg(args: argparse.Namespace) -> Config:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cfg = build_cfg(args)
+    if not args.overwrite:  # checkpoints and logs never land among the images
+        refuse_dataset_outputs(cfg, [('--work-dir' if args.work_dir else 'work_dir',
+                                      cfg.work_dir)])
     splits = ['train']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         splits.append('val')

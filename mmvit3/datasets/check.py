@@ -8,9 +8,12 @@
   wrappers) and the evaluators' ``ann_file``, and raises one
   :class:`~mmvit3.errors.DatasetNotFoundError` that names every missing
   path, where the data comes from and how to run the synthetic demo instead.
-* Usable (:func:`check_annotations`): COCO files and segmentation label
-  maps that are there but cannot be trained or evaluated on
-  (:class:`~mmvit3.errors.BadAnnotationError`).
+* Usable (:func:`check_dataset`, reported per split; :func:`check_annotations`
+  before a run raises its errors as :class:`~mmvit3.errors.BadAnnotationError`
+  and logs its warnings): COCO files entry by entry with their images
+  (:mod:`.coco`), segmentation images and label maps, read from their
+  headers (:mod:`.images`), that are there but cannot be trained or
+  evaluated on.
 """
 import copy
 import importlib
@@ -18,11 +21,20 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 from mmengine.logging import print_log
+from mmengine.utils import ProgressBar
 
+from ..config import config_flag, typed_dicts
 from ..errors import BadAnnotationError, DatasetNotFoundError
+from .coco import PROGRESS_MIN, SKIPPED_HINT, check_coco
+from .images import (TURNS, Rescale, keep_ratio_rescales, loader_settings, orients,
+                     read_header, vanishing_rescale)
+from .report import ERROR, WARNING, DataReport, SplitReport
+from .transforms import SKIP_HINT
 from .walk import split_datasets, split_metrics
 
 DEMO_HINT = (
@@ -194,225 +206,240 @@ def check_data(cfg: Any,
 
 
 # --------------------------------------------------------------------------
-# annotations: files that are there but cannot be used
-
-
-def _examples(items: Sequence[str], limit: int = 3) -> str:
-    more = f', ... ({len(items) - limit} more)' if len(items) > limit else ''
-    return ', '.join(items[:limit]) + more
+# annotations and images: files that are there but cannot be used
 
 
 def check_coco_file(path: str, classes: Optional[Sequence[str]] = None,
                     filter_cfg: Optional[dict] = None) -> List[str]:
-    """Check a COCO-style annotation file before a dataset reads it.
-
-    Errors (:class:`BadAnnotationError`, naming ``path``): the file is
-    empty, not JSON, not a COCO dict (no ``images`` / ``annotations`` /
-    ``categories``), holds no images, none of its categories is one of the
-    config's ``classes``, or (with ``filter_cfg.filter_empty_gt``, as in
-    training) no image keeps a usable annotation. Counted warnings (the
-    returned lines): boxes of zero or negative size, polygons of fewer than
-    3 points, category ids that are not in ``categories`` or not among
-    ``classes``, annotations of unknown images; the libraries drop these
-    annotations silently.
-    """
-    if osp.getsize(path) == 0:
-        raise BadAnnotationError(f'Annotation file {path} is empty (0 bytes): '
-                                 f'an interrupted download or copy?')
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadAnnotationError(f'Annotation file {path} is not valid JSON '
-                                 f'({err}): a truncated or wrong file?') from None
-    if not isinstance(data, dict):
-        raise BadAnnotationError(
-            f'Annotation file {path} holds a JSON {type(data).__name__}, not '
-            f'a COCO dict with "images", "annotations" and "categories"')
-    missing = [k for k in ('images', 'annotations', 'categories')
-               if not isinstance(data.get(k), list)]
-    if missing:
-        raise BadAnnotationError(
-            f'Annotation file {path} is not in COCO format: it has no list '
-            f'{", ".join(repr(k) for k in missing)} (its keys: '
-            f'{sorted(map(str, data))})')
-    images = {img.get('id'): img for img in data['images'] if isinstance(img, dict)}
-    if not images:
-        raise BadAnnotationError(f'Annotation file {path} lists no images')
-    cats = {c.get('id'): c.get('name') for c in data['categories']
-            if isinstance(c, dict)}
-    wanted = set(cats)
-    if classes:
-        wanted = {i for i, name in cats.items() if name in set(classes)}
-        if not wanted:
-            raise BadAnnotationError(
-                f'Annotation file {path}: none of its categories '
-                f'({_examples(sorted(map(str, cats.values())), 8)}) is one of '
-                f'the config\'s classes ({", ".join(classes)}): every '
-                f'annotation would be dropped. Set metainfo.classes to the '
-                f'file\'s category names.')
-    bad: Dict[str, List[str]] = {}
-    usable = set()
-    for ann in data['annotations']:
-        if not isinstance(ann, dict):
-            bad.setdefault('entries that are no dict', []).append(repr(ann)[:40])
-            continue
-        aid = f'annotation {ann.get("id")} (image {ann.get("image_id")})'
-        if ann.get('image_id') not in images:
-            bad.setdefault('annotations of an image id not in "images"', []).append(aid)
-            continue
-        if ann.get('category_id') not in cats:
-            bad.setdefault('unknown category ids', []).append(
-                f'{aid}: category_id {ann.get("category_id")}')
-            continue
-        if ann.get('category_id') not in wanted:
-            bad.setdefault('categories not among the config\'s classes', []).append(
-                f'{aid}: {cats[ann["category_id"]]}')
-            continue
-        box = ann.get('bbox')
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and
-                all(isinstance(v, (int, float)) for v in box)):
-            bad.setdefault('boxes that are not [x, y, w, h]', []).append(
-                f'{aid}: {box!r}')
-            continue
-        if box[2] < 1 or box[3] < 1:
-            bad.setdefault('boxes of zero or negative size', []).append(
-                f'{aid}: w={box[2]}, h={box[3]}')
-            continue
-        seg = ann.get('segmentation')
-        if isinstance(seg, list):
-            short = [p for p in seg if not isinstance(p, list) or len(p) < 6
-                     or len(p) % 2]
-            if short:
-                bad.setdefault('polygons of fewer than 3 points', []).append(
-                    f'{aid}: {len(short)} of {len(seg)} polygons')
-                if len(short) == len(seg):
-                    continue
-        if not ann.get('iscrowd', 0):
-            usable.add(ann['image_id'])
-    filter_cfg = filter_cfg or {}
-    if filter_cfg.get('filter_empty_gt', False):
-        min_size = filter_cfg.get('min_size', 0) or 0
-        kept = [i for i in usable if min(images[i].get('width', min_size),
-                                         images[i].get('height', min_size)) >= min_size]
-        if not kept:
-            raise BadAnnotationError(
-                f'Annotation file {path}: no image keeps a usable annotation '
-                f'(filter_cfg={dict(filter_cfg)} drops images without one), so '
-                f'the dataset would be empty.' +
-                (' Problems found: ' + '; '.join(
-                    f'{len(v)} {k}' for k, v in bad.items()) if bad else ''))
-    return [f'{path}: {len(items)} {what} (dropped): {_examples(items)}'
-            for what, items in bad.items()]
-
-
-def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
-                     reduce_zero_label: bool = False, ignore_index: int = 255,
-                     max_decoded: int = 500, min_side: int = 32) -> None:
-    """Check segmentation label maps against their images before training.
-
-    For every ``(image, label map)`` pair, from the file headers: the label
-    map must exist, have its image's size, and be one channel (a colour
-    label is refused: labels are class indices). For up to ``max_decoded``
-    label maps, spread over the set, the values must be class indices:
-    ``0 .. num_classes - 1`` (``0 .. num_classes`` with
-    ``reduce_zero_label``) or ``ignore_index``. Images smaller than
-    ``min_side`` pixels a side are refused too.
+    """Check a COCO-style annotation file (its json only, not its images)
+    with :func:`~mmvit3.datasets.coco.check_coco`: its errors raised, its
+    counted warnings returned as lines (``path: count what: examples``).
 
     Raises:
-        BadAnnotationError: Naming the first files of each problem.
+        BadAnnotationError: Naming ``path`` and each kind of error.
+    """
+    report = DataReport()
+    check_coco(path, report.add(SplitReport('', path)), classes, filter_cfg)
+    if report.errors:
+        raise BadAnnotationError(report.error_message())
+    return report.warning_lines()
+
+
+def seg_labels(pairs: Sequence[Tuple[str, str]], report: SplitReport,
+               num_classes: Optional[int], reduce_zero_label: bool = False,
+               ignore_index: int = 255, max_decoded: int = 500, min_side: int = 32,
+               orient: bool = True, rescales: Sequence[Rescale] = (),
+               progress: bool = False, skip_bad: bool = False) -> None:
+    """Check segmentation label maps against their images into ``report``.
+
+    For every ``(image, label map)`` pair, from the file headers: the label
+    map must exist, have its image's size as decoded (``orient``: the
+    image loader applies the EXIF orientation; label maps are read
+    unturned), and be one channel (a colour label is refused: labels are
+    class indices); the image must be at least ``min_side`` pixels a side
+    and survive the pipeline's keep-ratio resizes (``rescales``). For up to
+    ``max_decoded`` label maps, spread over the set, the values must be
+    class indices: ``0 .. num_classes - 1`` (``0 .. num_classes`` with
+    ``reduce_zero_label``) or ``ignore_index`` (not checked when
+    ``num_classes`` is None). An unreadable image is an error, a warning
+    with ``skip_bad`` (training with ``skip_bad_images``).
     """
     from PIL import Image
-    problems: Dict[str, List[str]] = {}
-    step = max(1, len(pairs) // max_decoded) if max_decoded else 0
-    top = num_classes if reduce_zero_label else num_classes - 1
+    step = max(1, len(pairs) // max_decoded) if max_decoded and num_classes else 0
+    top = (num_classes if reduce_zero_label else num_classes - 1) if num_classes else 0
+    bar = ProgressBar(len(pairs), file=sys.stdout) \
+        if progress and len(pairs) >= PROGRESS_MIN else None
     for i, (img_path, seg_path) in enumerate(pairs):
+        if bar is not None:
+            bar.update()
         if not osp.isfile(seg_path):
-            problems.setdefault('label maps missing', []).append(seg_path)
+            report.add('label maps missing', seg_path)
             continue
         try:
-            with Image.open(img_path) as img:
-                size = img.size
-        except (OSError, ValueError):
-            size = None  # a bad image: the checked image loader names it
+            header = read_header(img_path, orient)
+            size = header.width, header.height
+        except (OSError, ValueError, SyntaxError) as err:
+            report.add('unreadable image files', f'{img_path}: {err}',
+                       *((WARNING, SKIPPED_HINT) if skip_bad else (ERROR, SKIP_HINT)))
+            size = None
         try:
             with Image.open(seg_path) as seg:
                 seg_size, mode = seg.size, seg.mode
                 values = None
                 if step and i % step == 0:
-                    import numpy as np
                     values = np.unique(np.asarray(seg))
-        except (OSError, ValueError) as err:
-            problems.setdefault('unreadable files', []).append(f'{seg_path} ({err})')
+        except (OSError, ValueError, SyntaxError) as err:
+            report.add('unreadable files', f'{seg_path} ({err})')
             continue
         if size is not None and min(size) < min_side:
-            problems.setdefault(
+            report.add(
                 f'images smaller than {min_side} px a side (the backbone '
                 f'downsamples by 32: nothing of such an image survives to its '
                 f'last stage, and batch norm fails on 1x1 features)',
-                []).append(f'{img_path} {size[0]}x{size[1]}')
+                f'{img_path} {size[0]}x{size[1]}')
+            continue
+        vanished = vanishing_rescale(size, rescales) if size is not None else None
+        if vanished:
+            report.add('images the pipeline resizes to nothing (cv2 cannot resize them)',
+                       f'{img_path}: {size[0]}x{size[1]} becomes {vanished[1][0]}x'
+                       f'{vanished[1][1]} in {vanished[0].what}',
+                       hint='Crop or leave out images of such an extreme aspect ratio.')
             continue
         if mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'LA'):
-            problems.setdefault('colour label maps (labels must be one '
-                                'channel of class indices, e.g. a palette '
-                                'or greyscale PNG)', []).append(f'{seg_path} ({mode})')
+            report.add('colour label maps (labels must be one channel of class indices, '
+                       'e.g. a palette or greyscale PNG)', f'{seg_path} ({mode})')
             continue
         if size is not None and seg_size != size:
-            problems.setdefault('label maps of another size than their image',
-                                []).append(f'{seg_path} {seg_size[0]}x{seg_size[1]}, '
-                                           f'image {size[0]}x{size[1]}')
+            turned = f', EXIF orientation {header.orientation} ' \
+                f'({TURNS[header.orientation]} on decoding)' \
+                if header.orientation in TURNS else ''
+            report.add('label maps of another size than their image',
+                       f'{seg_path} {seg_size[0]}x{seg_size[1]}, image {size[0]}x{size[1]}'
+                       f'{turned}')
             continue
         if values is not None:
             out = [int(v) for v in values if v > top and v != ignore_index]
             if out:
-                problems.setdefault(
+                report.add(
                     f'label values outside 0..{top} (and {ignore_index}, '
                     f'ignored) for {num_classes} classes'
                     + (' with reduce_zero_label' if reduce_zero_label else ''),
-                    []).append(f'{seg_path}: {out[:5]}')
-    if problems:
-        raise BadAnnotationError(
-            'Segmentation labels that cannot be trained or evaluated on:\n' +
-            '\n'.join(f'    {len(v)} {k}: {_examples(v)}'
-                      for k, v in problems.items()))
+                    f'{seg_path}: {out[:5]}')
+    if bar is not None:
+        print()
 
 
-def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
-                      logger: str = 'current') -> None:
-    """Check the annotations of a config's datasets (after :func:`check_data`
-    found the paths): COCO files with :func:`check_coco_file` (its warnings
-    logged, counted), segmentation label maps with :func:`check_seg_labels`
-    (the dataset built through the config's library to list its files).
-    ``check_annotations = False`` in the config turns it off (parsing COCO
-    train2017's 450 MB file takes some seconds and a few GB of memory).
+def check_seg_labels(pairs: Sequence[Tuple[str, str]], num_classes: int,
+                     reduce_zero_label: bool = False, ignore_index: int = 255,
+                     max_decoded: int = 500, min_side: int = 32) -> None:
+    """:func:`seg_labels` of ``pairs``, its problems raised.
 
     Raises:
-        BadAnnotationError: Naming the file and what is wrong.
+        BadAnnotationError: Naming the first files of each problem.
     """
-    if _get(cfg, 'check_annotations', True) is False:
+    report = SplitReport('', 'segmentation labels')
+    seg_labels(pairs, report, num_classes, reduce_zero_label, ignore_index, max_decoded,
+               min_side)
+    if report.findings:
+        raise BadAnnotationError(
+            'Segmentation labels that cannot be trained or evaluated on:\n' +
+            '\n'.join(f'    {f.line()}' for f in report.findings.values()))
+
+
+def _loads_masks(pipeline: Any) -> bool:
+    return any(node.get('type') == 'LoadAnnotations' and node.get('with_mask', False)
+               for _, node in typed_dicts(list(pipeline or [])))
+
+
+def _check_coco_dataset(ds: Any, split: str, report: SplitReport, progress: bool,
+                        skip_bad: bool) -> None:
+    root = _get(ds, 'data_root') or ''
+    prefix = _get(_get(ds, 'data_prefix') or {}, 'img', '')
+    color_type, backend = loader_settings(_get(ds, 'pipeline'))
+    check_coco(report.source, report, (_get(ds, 'metainfo') or {}).get('classes'),
+               _get(ds, 'filter_cfg') if split == 'train' else None,
+               img_dir=_join(root, prefix), orient=orients(color_type, backend),
+               rescales=keep_ratio_rescales(_get(ds, 'pipeline')),
+               with_mask=_loads_masks(_get(ds, 'pipeline')), color_type=color_type,
+               backend=backend, progress=progress, skip_bad=skip_bad)
+
+
+def _check_seg_dataset(ds: Any, report: SplitReport, progress: bool, skip_bad: bool) -> None:
+    dataset = _seg_dataset(ds)
+    pairs = [(d['img_path'], d['seg_map_path']) for d in dataset.data_list
+             if d.get('seg_map_path')]
+    report.images = len(dataset.data_list)
+    if not dataset.data_list:
+        report.add('splits without images (mmengine would stop with "need at least one '
+                   'array to concatenate")',
+                   f'no file ending in {getattr(dataset, "img_suffix", "")!r} under '
+                   f'{report.source}',
+                   hint='Put the images there, or point data_root / data_prefix.img_path '
+                   'at them.')
         return
-    checked = set()
+    color_type, backend = loader_settings(_get(ds, 'pipeline'))
+    seg_labels(pairs, report,
+               None if getattr(dataset, 'label_map', None) else len(
+                   dataset.metainfo['classes']),  # remapped ids are no class indices
+               bool(_get(ds, 'reduce_zero_label', False)),
+               getattr(dataset, 'ignore_index', 255), orient=orients(color_type, backend),
+               rescales=keep_ratio_rescales(_get(ds, 'pipeline')), progress=progress,
+               skip_bad=skip_bad)
+
+
+def check_dataset(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
+                  progress: bool = True) -> DataReport:
+    """Check the data of a config's splits (after :func:`check_data` found
+    the paths) and report what was found, per split: COCO files entry by
+    entry with their images (:func:`~mmvit3.datasets.coco.check_coco`),
+    segmentation datasets' images and label maps (:func:`seg_labels`, the
+    dataset built through mmseg to list its files), and the evaluators' own
+    COCO files. A dataset another split already checked is reported as
+    that split's. An annotation file that cannot be used at all is one
+    error of its split.
+
+    Args:
+        progress (bool): A progress bar for long image passes.
+    """
+    report = DataReport()
+    checked: Dict[str, str] = {}
     for split in splits:
         for key, ds in split_datasets(cfg, split):
             if not _is_local(_get(ds, 'data_root') or '', _get(ds, 'backend_args')):
                 continue
-            ann_file = _get(ds, 'ann_file') or ''
+            root, ann_file = _get(ds, 'data_root') or '', _get(ds, 'ann_file') or ''
             if ann_file.endswith('.json'):
-                path = _join(_get(ds, 'data_root') or '', ann_file)
-                classes = (_get(ds, 'metainfo') or {}).get('classes')
-                filter_cfg = _get(ds, 'filter_cfg') if split == 'train' else None
-                for line in check_coco_file(path, classes, filter_cfg):
-                    print_log(f'[{key}] {line}', logger=logger,
-                              level=logging.WARNING)
-                checked.add(osp.normpath(path))
+                source = _join(root, ann_file)
             elif _get(cfg, 'default_scope') == 'mmseg' and \
                     _get(_get(ds, 'data_prefix') or {}, 'seg_map_path'):
-                check_dataset_labels(ds)
+                source = _join(root, _get(ds, 'data_prefix').get('img_path', ''))
+            else:
+                continue
+            part = report.add(SplitReport(split, source, key))
+            if osp.normpath(source) in checked:
+                part.same_as = checked[osp.normpath(source)]
+                continue
+            checked[osp.normpath(source)] = split
+            skip_bad = split == 'train' and config_flag(cfg, 'skip_bad_images')
+            try:
+                if ann_file.endswith('.json'):
+                    _check_coco_dataset(ds, split, part, progress, skip_bad)
+                else:
+                    _check_seg_dataset(ds, part, progress, skip_bad)
+            except BadAnnotationError as err:
+                part.add('unusable annotation files', str(err))
     # the evaluators' COCO files (CocoMetric reads its own ann_file)
     for key, path in dataset_paths(cfg, splits):
         if '_evaluator' in key and path.endswith('.json') and \
                 osp.normpath(path) not in checked and osp.isfile(path):
-            check_coco_file(path)
+            checked[osp.normpath(path)] = key
+            part = report.add(SplitReport(key.split('.')[0], path, key))
+            try:
+                check_coco(path, part)
+            except BadAnnotationError as err:
+                part.add('unusable annotation files', str(err))
+    return report
+
+
+def check_annotations(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),
+                      logger: str = 'current') -> DataReport:
+    """:func:`check_dataset` before a run: its warnings logged (counted,
+    with examples), its errors raised. ``check_annotations = False`` in the
+    config turns it off (it reads every image header and parses each COCO
+    file: seconds for COCO, see docs/reliability.md).
+
+    Raises:
+        BadAnnotationError: Naming each kind of error, its count and first
+            files.
+    """
+    if _get(cfg, 'check_annotations', True) is False:
+        return DataReport()
+    report = check_dataset(cfg, splits)
+    for line in report.warning_lines():
+        print_log(line, logger=logger, level=logging.WARNING)
+    if report.errors:
+        raise BadAnnotationError(report.error_message())
+    return report
 
 
 def _seg_dataset(ds_cfg: Any) -> Any:
@@ -424,18 +451,6 @@ def _seg_dataset(ds_cfg: Any) -> Any:
     ds_cfg['pipeline'] = []
     ds_cfg['serialize_data'] = False  # keep data_list
     return importlib.import_module('mmseg.registry').DATASETS.build(ds_cfg)
-
-
-def check_dataset_labels(ds_cfg: Any) -> None:
-    """:func:`check_seg_labels` on the files an mmseg dataset config lists."""
-    dataset = _seg_dataset(ds_cfg)
-    if getattr(dataset, 'label_map', None):
-        return  # values are remapped: the raw ids are not class indices
-    pairs = [(d['img_path'], d['seg_map_path']) for d in dataset.data_list
-             if d.get('seg_map_path')]
-    check_seg_labels(pairs, len(dataset.metainfo['classes']),
-                     bool(ds_cfg.get('reduce_zero_label', False)),
-                     getattr(dataset, 'ignore_index', 255))
 
 
 def largest_images(cfg: Any, splits: Sequence[str] = ('train', 'val', 'test'),

@@ -10,15 +10,14 @@ mmdet's / mmseg's own tools).
   readable checkpoint when ``last_checkpoint`` does not name one; a
   checkpoint that does not fit the model refused before it loads; mmengine's
   ``CheckpointHook`` upgraded to :class:`SafeCheckpointHook`.
-* :class:`DataCheckHook`: annotations and label maps checked before the
-  run.
-* :class:`NonFiniteLossHook`: a NaN / Inf loss stops training.
+* :class:`DataCheckHook`: the dataset check before the run.
+* :class:`NonFiniteLossHook`: a diverging run (a NaN / Inf or exploding
+  loss, non-finite weights) stops.
 """
 import contextlib
 import functools
 import logging
 import math
-import os.path as osp
 from typing import Any, Callable, List, Optional
 
 import torch
@@ -29,7 +28,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import BaseLoop
 
 from .. import safe_load
-from ..datasets import check_coco_file, check_seg_labels, leaf_datasets
+from ..datasets import check_annotations
 from ..errors import CheckpointMismatchError, NonFiniteLossError
 from .checkpointing import SafeCheckpointHook, find_resumable_checkpoint
 from .fit import check_has_weights, check_model_checkpoint
@@ -162,33 +161,73 @@ class CheckpointSafetyHook(Hook):
                 f'allow_partial_checkpoint = True in the config.)') from None
 
 
+DIVERGED_HINT = ('The run diverged: lower the learning rate (optim_wrapper.optimizer.lr), clip '
+                 'gradients (optim_wrapper.clip_grad=dict(max_norm=...)) or lengthen the '
+                 'warm-up, and resume or restart')
+
+
 class NonFiniteLossHook(Hook):
-    """Stop training with :class:`NonFiniteLossError` when the loss is NaN or
-    Inf for ``patience`` consecutive iterations (runs before the checkpoint
-    hook, so no checkpoint of that iteration is written).
+    """Stop a diverging training run with :class:`NonFiniteLossError`,
+    whatever its optimizer: the loss is NaN / Inf, or more than
+    ``max_loss_ratio`` times its size in the run's first iterations (SGD
+    with a huge lr makes it explode while it is still finite), for
+    ``patience`` consecutive iterations; or the weights hold NaN / Inf
+    after the last iteration's step or before a validation (where no next
+    loss would show it). Runs before the checkpoint hook, so no checkpoint
+    of that iteration is written.
 
     Args:
-        patience (int, optional): Consecutive non-finite iterations before
+        patience (int, optional): Consecutive bad iterations before
             stopping; 1 stops at the first. Defaults to 1, or to
             :attr:`AMP_PATIENCE` with mixed precision (``AmpOptimWrapper``),
             whose loss scaler skips the steps of an overflow and lowers the
             scale, so that a few in a row are no divergence.
+        max_loss_ratio (float, optional): How many times the median loss of
+            the first :attr:`REFERENCE_ITERS` iterations a loss may reach;
+            None turns the check off. Defaults to 1e4.
     """
     priority = 'VERY_HIGH'
     AMP_PATIENCE = 10
+    REFERENCE_ITERS = 5
 
-    def __init__(self, patience: Optional[int] = None) -> None:
+    def __init__(self, patience: Optional[int] = None,
+                 max_loss_ratio: Optional[float] = 1e4) -> None:
         if patience is not None and int(patience) < 1:
             raise ValueError(f'NonFiniteLossHook: patience must be >= 1, got {patience!r}')
+        if max_loss_ratio is not None and not float(max_loss_ratio) > 1:
+            raise ValueError(f'NonFiniteLossHook: max_loss_ratio must be > 1 or None, '
+                             f'got {max_loss_ratio!r}')
         self._given = None if patience is None else int(patience)
         self.patience = self._given or 1
+        self.max_loss_ratio = None if max_loss_ratio is None else float(max_loss_ratio)
         self._count = 0
+        self._first: List[float] = []  # the first finite total losses of the run
 
     def before_train(self, runner) -> None:
         if self._given is None:
             from mmengine.optim import AmpOptimWrapper
             amp = isinstance(getattr(runner, 'optim_wrapper', None), AmpOptimWrapper)
             self.patience = self.AMP_PATIENCE if amp else 1
+
+    def _exploded(self, values: dict) -> Optional[str]:
+        """Why the finite total loss of ``values`` counts as divergence, or
+        None; the first losses of the run are kept as the reference."""
+        total = values.get('loss', sum(values.values()) if values else None)
+        if total is None or self.max_loss_ratio is None:
+            return None
+        total = float(total.detach().float().sum()) if isinstance(total, torch.Tensor) \
+            else float(total)
+        if not self._first:
+            self._first.append(total)
+            return None
+        reference = sorted(self._first)[len(self._first) // 2]
+        if len(self._first) < self.REFERENCE_ITERS:
+            self._first.append(total)
+        if reference > 0 and total > self.max_loss_ratio * reference:
+            return (f'loss={total:.4g}, {total / reference:.3g} times its '
+                    f'{reference:.4g} of the first iterations (max_loss_ratio='
+                    f'{self.max_loss_ratio:g})')
+        return None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -201,70 +240,75 @@ class NonFiniteLossHook(Hook):
             value = float(v.detach().float().sum()) if isinstance(v, torch.Tensor) else float(v)
             if not math.isfinite(value):
                 bad[k] = value
+        terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+        what = f'the loss is not finite ({terms})'
+        if not bad:
+            exploded = self._exploded(values)
+            if exploded:
+                bad, what = {'loss': exploded}, f'the loss exploded ({exploded})'
         if get_world_size() > 1:  # every process stops at the same iteration
             flag = torch.tensor([float(bool(bad))])
             all_reduce(flag, op='sum')
             if float(flag) and not bad:
                 bad = {'loss (of another process)': float('nan')}
+                what = 'the loss of another process is not finite or exploded'
         if not bad:
             self._count = 0
+            if runner.iter + 1 >= runner.max_iters:
+                self._check_weights(runner, f'after the step of iteration {runner.iter + 1}, '
+                                    f'the last')
             return
         self._count += 1
-        terms = ', '.join(f'{k}={v}' for k, v in bad.items())
         if self._count < self.patience:
-            print_log(f'Iteration {runner.iter + 1}: non-finite loss ({terms}), '
+            print_log(f'Iteration {runner.iter + 1}: {what}, '
                       f'{self._count} of {self.patience} tolerated.',
                       logger='current', level=logging.WARNING)
             return
         last = runner.message_hub.get_info('last_ckpt')
         raise NonFiniteLossError(
-            f'Training stopped at iteration {runner.iter + 1}: the loss is '
-            f'not finite ({terms}) for {self._count} consecutive '
-            f'iteration(s). The run diverged: lower the learning rate '
-            f'(optim_wrapper.optimizer.lr), clip gradients '
-            f'(optim_wrapper.clip_grad=dict(max_norm=...)) or lengthen the '
-            f'warm-up, and resume or restart'
+            f'Training stopped at iteration {runner.iter + 1}: {what} for {self._count} '
+            f'consecutive iteration(s). {DIVERGED_HINT}'
             + (f'; the last checkpoint with finite weights is {last}' if last else '')
             + '. To tolerate a few such iterations: '
             "custom_hooks=[dict(type='NonFiniteLossHook', patience=N)].")
 
+    def before_val(self, runner) -> None:
+        if _training(runner):
+            self._check_weights(runner, f'before the validation at iteration {runner.iter}')
+
+    @staticmethod
+    def _check_weights(runner, when: str) -> None:
+        """Raise :class:`NonFiniteLossError` if the model's weights hold
+        NaN / Inf (one sum per tensor; the names only when one is bad)."""
+        model = unwrapped_model(runner)
+        params = [p.detach() for p in model.parameters() if p.numel()]
+        if not params or bool(torch.isfinite(torch.stack([p.sum().float() for p in params])).all()):
+            return
+        names, count = safe_load.nonfinite_tensors(model.state_dict())
+        if not count:
+            return  # finite values whose sum overflows
+        raise NonFiniteLossError(
+            f'Training stopped {when}: the weights hold NaN / Inf in {count} tensors '
+            f'({", ".join(names[:3])}{", ..." if count > 3 else ""}) after the optimizer '
+            f'step. {DIVERGED_HINT}.')
+
 
 class DataCheckHook(Hook):
-    """Check the annotations of the run's built datasets before it starts,
-    for mmdet's / mmseg's own tools (``tools/train.py`` and ``tools/test.py``
-    check them before building and set ``done``, so that this hook does
-    nothing): COCO files' dropped annotations as counted warnings,
-    segmentation label maps (:func:`~mmvit3.datasets.check_seg_labels`) as
-    errors."""
+    """Check the data of the run's built loops before it starts, for mmdet's
+    / mmseg's own tools (``tools/train.py`` and ``tools/test.py`` check it
+    before building and set ``done``, so that this hook does nothing): the
+    dataset check of :func:`~mmvit3.datasets.check_annotations` on the
+    run's config, for the splits whose loops the run built; its warnings
+    logged, its errors raised."""
     priority = 'VERY_HIGH'
 
     def __init__(self) -> None:
         self.done = False
 
     def before_run(self, runner) -> None:
-        if self.done or runner.cfg.get('check_annotations', True) is False:
+        if self.done:
             return
-        for mode in ('train', 'val', 'test'):
-            loop = getattr(runner, f'_{mode}_loop', None)
-            if not isinstance(loop, BaseLoop):
-                continue
-            for _, dataset in leaf_datasets(loop.dataloader.dataset):
-                self._check(dataset, mode == 'train')
-
-    @staticmethod
-    def _check(dataset, training: bool) -> None:
-        ann_file = getattr(dataset, 'ann_file', '') or ''
-        meta = getattr(dataset, 'metainfo', {}) or {}
-        if ann_file.endswith('.json') and osp.isfile(ann_file):
-            filter_cfg = getattr(dataset, 'filter_cfg', None) if training else None
-            for line in check_coco_file(ann_file, meta.get('classes'), filter_cfg):
-                print_log(line, logger='current', level=logging.WARNING)
-        elif hasattr(dataset, 'seg_map_suffix') and \
-                not getattr(dataset, 'label_map', None):
-            pairs = [(info['img_path'], info['seg_map_path'])
-                     for info in map(dataset.get_data_info, range(len(dataset)))
-                     if info.get('seg_map_path')]
-            check_seg_labels(
-                pairs, len(meta.get('classes', ())),
-                bool(getattr(dataset, 'reduce_zero_label', False)),
-                getattr(dataset, 'ignore_index', 255))
+        splits = [mode for mode in ('train', 'val', 'test')
+                  if isinstance(getattr(runner, f'_{mode}_loop', None), BaseLoop)]
+        if splits:
+            check_annotations(runner.cfg, splits)
