@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Dict, List, Tuple
+from unittest import mock
 
 import numpy as np
 import torch
@@ -146,6 +148,72 @@ class Explosive:
 
     def __reduce__(self):
         return (os.system, (f'touch {self.marker}', ))
+
+
+# --------------------------------------------------------------------------
+# the authors' ImageNet files, in their exact format, without yacs
+
+
+class AuthorsCfgNode(dict):
+    """A yacs ``CfgNode`` as pickled: a dict of values (nested nodes for
+    sections), yacs's flags in its ``__dict__``; named as yacs names it, so
+    the pickle is the authors' byte for byte in kind (save_authors_file)."""
+
+    def __init__(self, values=None, frozen=True):
+        super().__init__()
+        for key, value in (values or {}).items():
+            self[key] = AuthorsCfgNode(value, frozen) if isinstance(value, dict) else value
+        self.__dict__.update({'__immutable__': frozen, '__deprecated_keys__': set(),
+                              '__renamed_keys__': {}, '__new_allowed__': False})
+
+
+AuthorsCfgNode.__module__, AuthorsCfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+AuthorsCfgNode.__name__ = 'CfgNode'
+
+
+def authors_config(model_type: str) -> AuthorsCfgNode:
+    """A frozen config with the kinds of values the authors' training run
+    keeps (sections, a list, a tuple, None, bools, ints, floats, strings)."""
+    return AuthorsCfgNode({
+        'BASE': [''],
+        'DATA': {'BATCH_SIZE': 128, 'IMG_SIZE': 224, 'INTERPOLATION': 'bicubic',
+                 'ZIP_MODE': False},
+        'MODEL': {'TYPE': model_type, 'NAME': model_type, 'DROP_PATH_RATE': 0.1},
+        'TRAIN': {'EPOCHS': 300, 'BASE_LR': 5e-4, 'MESA': 1.0,
+                  'LR_SCHEDULER': {'NAME': 'cosine', 'DECAY_EPOCHS': 30},
+                  'OPTIMIZER': {'NAME': 'adamw', 'EPS': 1e-8, 'BETAS': (0.9, 0.999)}},
+        'AUG': {'MIXUP': 0.8, 'CUTMIX_MINMAX': None},
+        'OUTPUT': 'output/' + model_type, 'EVAL_MODE': False, 'LOCAL_RANK': 0,
+    })
+
+
+def authors_training_state(weights: Dict[str, torch.Tensor]) -> dict:
+    """The optimizer (AdamW) and scheduler (timm cosine) entries of the
+    authors' files, for ``weights``."""
+    names = list(weights)
+    return {
+        'optimizer': {
+            'state': {i: {'step': torch.tensor(300.), 'exp_avg': torch.zeros_like(weights[n]),
+                          'exp_avg_sq': torch.zeros_like(weights[n])}
+                      for i, n in enumerate(names[:3])},
+            'param_groups': [{'lr': 5e-6, 'betas': (0.9, 0.999), 'eps': 1e-8,
+                              'weight_decay': 0.05, 'amsgrad': False, 'foreach': None,
+                              'params': list(range(len(names)))}]},
+        'lr_scheduler': {'param_group_field': 'lr', 'base_values': [5e-4], 'metric': None,
+                         't_in_epochs': False, 'noise_range_t': None, 't_initial': 375000,
+                         'warmup_t': 25000, 'warmup_prefix': False, 'warmup_steps': [2e-8]},
+    }
+
+
+def save_authors_file(checkpoint: dict, path) -> Path:
+    """``torch.save`` as the authors' scripts ran it, with yacs importable:
+    a module ``yacs.config`` holding :class:`AuthorsCfgNode` is in
+    ``sys.modules`` for the save only."""
+    package, module = types.ModuleType('yacs'), types.ModuleType('yacs.config')
+    module.CfgNode, package.config = AuthorsCfgNode, module
+    with mock.patch.dict(sys.modules, {'yacs': package, 'yacs.config': module}):
+        torch.save(checkpoint, path)
+    return Path(path)
 
 
 # --------------------------------------------------------------------------

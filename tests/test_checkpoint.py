@@ -1,15 +1,18 @@
-"""Loading the authors' released files (docs/model.md): the classification layout
-with its pickled config object, safe refusal, opt-in, conversion, and the
-released detection layout."""
+"""Loading the authors' released files (docs/model.md): the classification
+layout with its pickled yacs config (in their exact format, without yacs),
+loaded safely; other objects refused; conversion; and the released
+detection layout."""
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
-from _helpers import Explosive, rope_tables
+from _helpers import (Explosive, TrainingNote, authors_config, authors_training_state,
+                      rope_tables, save_authors_file)
 
-from mmvit3 import UnsafeCheckpointError, ViT3
+from mmvit3 import UnsafeCheckpointError, ViT3, load_checkpoint_file
 from mmvit3.cli.convert_checkpoint import convert
 from mmvit3.engine import check_model_checkpoint
 from mmvit3.errors import CheckpointMismatchError, OutputError
@@ -18,12 +21,11 @@ from mmvit3.models import checkpoint_filter_fn, load_pretrained
 REPO = Path(__file__).resolve().parents[1]
 
 
-class FakeCfgNode(dict):
-    """Stands for the yacs CfgNode the authors pickle in their files."""
-
-
-def classification_layout(arch='tiny', seed=0):
-    """A file in the layout of the authors' ImageNet checkpoints."""
+def classification_layout(arch='tiny', seed=0, training_state=True):
+    """A checkpoint as the authors' H-ViT3 ImageNet script saves it
+    (vittt/utils_ema.py): the weights, their EMA, the run's yacs config and,
+    unless ``training_state`` is off (as in a trimmed release), the optimizer
+    and scheduler."""
     torch.manual_seed(seed)
     model = ViT3(arch=arch)
     for p in model.parameters():  # weights unlike a fresh init
@@ -40,21 +42,19 @@ def classification_layout(arch='tiny', seed=0):
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
     return {
         'model': sd,
-        'state_dict_ema': ema,
-        'optimizer': {'state': {}, 'param_groups': []},
-        'lr_scheduler': {'last_epoch': 300},
-        'epoch': 299,
+        **(authors_training_state(sd) if training_state else {}),
         'max_accuracy': 84.0,
-        'config': FakeCfgNode(MODEL=FakeCfgNode(TYPE='h_vittt_tiny')),
+        'max_accuracy_e': 84.1,
+        'epoch': 299,
+        'config': authors_config(f'h_vittt_{arch}'),
+        'state_dict_ema': ema,
     }
 
 
 @pytest.fixture
 def official_file(tmp_path):
     ckpt = classification_layout()
-    path = tmp_path / 'h_vittt_tiny.pth'
-    torch.save(ckpt, path)
-    return path, ckpt
+    return save_authors_file(ckpt, tmp_path / 'h_vittt_tiny.pth'), ckpt
 
 
 def assert_loaded(model, weights):
@@ -64,19 +64,18 @@ def assert_loaded(model, weights):
             torch.testing.assert_close(sd[k], v, msg=k)
 
 
-def test_default_load_refuses_pickled_objects(official_file):
-    path, _ = official_file
+@pytest.mark.parametrize('training_state', [True, False], ids=['full', 'trimmed'])
+def test_the_authors_file_loads_safely_without_yacs(training_state, tmp_path, log_lines):
+    """Their pickled yacs config is allowed by its name: the default, safe
+    load reads the file (yacs is not installed), with or without the
+    optimizer and scheduler entries, and the backbone loads 'model',
+    reporting what it dropped and left untouched."""
+    ckpt = classification_layout(training_state=training_state)
+    path = save_authors_file(ckpt, tmp_path / 'h_vittt_tiny.pth')
+    assert 'yacs' not in sys.modules
+    with pytest.raises(ModuleNotFoundError, match='yacs'):  # what a full unpickle needs
+        torch.load(path, weights_only=False)
     model = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(UnsafeCheckpointError) as err:
-        model.init_weights()
-    msg = str(err.value)
-    assert str(path) in msg and 'FakeCfgNode' in msg
-    assert 'trusted=True' in msg and 'convert_checkpoint.py' in msg
-
-
-def test_trusted_load_picks_model_and_reports(official_file, log_lines):
-    path, ckpt = official_file
-    model = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path), trusted=True))
     fresh_norm = model.norm2.weight.detach().clone()
     model.init_weights()
     assert_loaded(model, ckpt['model'])
@@ -85,16 +84,51 @@ def test_trusted_load_picks_model_and_reports(official_file, log_lines):
     for name in ['head.weight', 'norm.running_var', 'layers.2.blocks.8.attn.rope.rotations',
                  'norm0.weight', 'norm3.bias', "entry 'model'"]:
         assert name in text
+    assert 'full unpickling' not in text and 'yacs' not in sys.modules
+
+
+def test_the_authors_config_loads_as_plain_values(official_file):
+    path, ckpt = official_file
+    loaded = load_checkpoint_file(str(path))
+    assert set(loaded) == set(ckpt)
+    config = loaded['config']
+    assert type(config) is OrderedDict and config == ckpt['config']
+    assert config['TRAIN']['OPTIMIZER']['BETAS'] == (0.9, 0.999)
+    assert config['AUG']['CUTMIX_MINMAX'] is None and config['BASE'] == ['']
+    assert vars(config['MODEL']) == {'__immutable__': True, '__deprecated_keys__': set(),
+                                     '__renamed_keys__': {}, '__new_allowed__': False}
+    # a loaded file saved again (plain containers only) loads safely as well
+    again = path.with_name('again.pth')
+    torch.save(loaded, again)
+    assert load_checkpoint_file(str(again))['config'] == config
+
+
+def test_objects_beside_the_authors_config_are_still_refused(tmp_path):
+    """Only the yacs config's name is allowed: any other object in the same
+    file is refused, named, with the opt-in, and nothing of it runs."""
+    marker = tmp_path / 'ran'
+    ckpt = classification_layout('tiny')
+    ckpt['note'] = TrainingNote('mine')
+    noted = save_authors_file(ckpt, tmp_path / 'noted.pth')
+    ckpt['note'] = Explosive(marker)
+    hostile = save_authors_file(ckpt, tmp_path / 'hostile.pth')
+    for path, named in ((noted, 'TrainingNote'), (hostile, 'system')):
+        with pytest.raises(UnsafeCheckpointError) as err:
+            ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+        msg = str(err.value)
+        assert str(path) in msg and named in msg and 'CfgNode' not in msg
+        assert 'trusted=True' in msg and 'Nothing from it was run' in msg
+    assert not marker.exists()
 
 
 def test_key_picks_ema_weights(official_file):
     path, ckpt = official_file
     model = ViT3()
-    report = load_pretrained(model, str(path), key='state_dict_ema', trusted=True)
+    report = load_pretrained(model, str(path), key='state_dict_ema')
     assert report.source_key == 'state_dict_ema'
     assert_loaded(model, ckpt['state_dict_ema'])
     with pytest.raises(KeyError, match="no entry 'ema'.*'state_dict_ema'"):
-        load_pretrained(model, str(path), key='ema', trusted=True)
+        load_pretrained(model, str(path), key='ema')
 
 
 def test_filter_report_names_what_it_dropped(official_file):
@@ -110,26 +144,26 @@ def test_filter_report_names_what_it_dropped(official_file):
 
 
 def test_convert_then_load_safely(official_file, tmp_path):
+    """tools/convert_checkpoint.py, for offline use: the authors' file
+    converts without the opt-in into a tensors-only file that loads into the
+    same backbone as the original."""
     path, ckpt = official_file
     out = tmp_path / 'converted' / 'h_vit3_tiny.pth'
-    with pytest.raises(UnsafeCheckpointError, match='--trusted'):
-        convert(str(path), str(out))
-    assert not out.exists()
-    text = convert(str(path), str(out), trusted=True)
+    text = convert(str(path), str(out))
     assert 'ViT3 tiny' in text and 'head.weight' in text
     plain = torch.load(out, weights_only=True)  # tensors only
     assert plain['meta']['arch'] == 'tiny'
 
     converted = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(out)))
     converted.init_weights()
-    trusted = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path), trusted=True))
-    trusted.init_weights()
+    original = ViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    original.init_weights()
     x = torch.randn(1, 3, 61, 45)
     with torch.no_grad():
-        for a, b in zip(converted.eval()(x), trusted.eval()(x)):
+        for a, b in zip(converted.eval()(x), original.eval()(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(OutputError, match='--overwrite'):
-        convert(str(path), str(out), trusted=True)
+        convert(str(path), str(out))
 
 
 def test_hostile_file_is_refused_and_runs_nothing(tmp_path):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import authors_config, authors_training_state, save_authors_file
 
-from mmvit3 import PlainViT3, UnsafeCheckpointError
+from mmvit3 import PlainViT3
 from mmvit3.errors import CheckpointMismatchError
 from mmvit3.models import PLAIN_LAYOUT, checkpoint_filter_fn, impl
 from mmvit3.models.simple_fpn import LayerNorm2d, SimpleFPN
@@ -307,14 +308,10 @@ def test_impl_switch_reaches_every_block():
 # the authors' ImageNet file
 
 
-class FakeCfgNode(dict):
-    """Stands for the yacs CfgNode the authors pickle in their files."""
-
-
 def classification_file(arch='tiny', seed=0):
-    """A file in the layout of the authors' plain ViT3 ImageNet checkpoints:
-    every listed entry (the 1000-class head and the final norm included),
-    optimizer state and a pickled config object."""
+    """A checkpoint as the authors' plain ViT3 ImageNet script saves it
+    (vittt/utils.py): every listed entry (the 1000-class head and the final
+    norm included), optimizer and scheduler state and the run's yacs config."""
     torch.manual_seed(seed)
     model = PlainViT3(arch=arch, out_indices=(-1, ))
     for p in model.parameters():  # weights unlike a fresh init
@@ -324,21 +321,17 @@ def classification_file(arch='tiny', seed=0):
     sd['head.bias'] = torch.randn(1000)
     return {
         'model': sd,
-        'optimizer': {'state': {0: {'step': torch.tensor(5.), 'exp_avg': torch.randn(3)}},
-                      'param_groups': [{'lr': 1e-3, 'params': [0]}]},
-        'lr_scheduler': {'last_epoch': 300},
+        **authors_training_state(sd),
         'max_accuracy': 76.5,
         'epoch': 299,
-        'config': FakeCfgNode(MODEL=FakeCfgNode(TYPE='vittt_tiny')),
+        'config': authors_config(f'vittt_{arch}'),
     }
 
 
 @pytest.fixture
 def official_file(tmp_path):
     ckpt = classification_file()
-    path = tmp_path / 'vittt_tiny.pth'
-    torch.save(ckpt, path)
-    return path, ckpt
+    return save_authors_file(ckpt, tmp_path / 'vittt_tiny.pth'), ckpt
 
 
 def test_file_layout_matches_the_listing(official_file):
@@ -346,23 +339,15 @@ def test_file_layout_matches_the_listing(official_file):
     assert {k: tuple(v.shape) for k, v in ckpt['model'].items()} == listing()
 
 
-def test_default_load_refuses_the_pickled_config(official_file):
-    path, _ = official_file
-    model = PlainViT3(init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(UnsafeCheckpointError) as err:
-        model.init_weights()
-    assert str(path) in str(err.value) and 'FakeCfgNode' in str(err.value)
-    assert 'trusted=True' in str(err.value) and 'convert_checkpoint.py' in str(err.value)
-
-
 def test_round_trip_through_the_released_layout(official_file, log_lines):
-    """init_cfg=Pretrained with trusted=True: every block and the final
-    norm load, the head is dropped, the other output norms stay at their
-    initial values, and the log says so; the backbone then computes the
-    authors' features (the final-norm map of their classifier)."""
+    """init_cfg=Pretrained, safely (the pickled yacs config is allowed by
+    name): every block and the final norm load, the head is dropped, the
+    other output norms stay at their initial values, and the log says so;
+    the backbone then computes the authors' features (the final-norm map of
+    their classifier)."""
     path, ckpt = official_file
     model = PlainViT3(out_indices=(2, 5, 11), drop_path_rate=0.,
-                      init_cfg=dict(type='Pretrained', checkpoint=str(path), trusted=True))
+                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     fresh = model.norm2.weight.detach().clone()
     model.init_weights()
     sd = model.state_dict()
@@ -413,14 +398,12 @@ def test_hvit3_file_is_a_clear_error():
 
 def test_convert_then_load_safely(official_file, tmp_path):
     """tools/convert_checkpoint.py reads a plain file as one (arch from the
-    file), keeps the final norm, and its output loads with the safe loader
-    into the same backbone as the trusted original."""
+    file), keeps the final norm, and its output loads into the same
+    backbone as the original."""
     from mmvit3.cli.convert_checkpoint import convert
     path, _ = official_file
     out = tmp_path / 'vit3_plain_tiny.pth'
-    with pytest.raises(UnsafeCheckpointError, match='--trusted'):
-        convert(str(path), str(out))
-    text = convert(str(path), str(out), trusted=True)
+    text = convert(str(path), str(out))
     assert 'of a PlainViT3 tiny' in text and 'head.weight' in text
     saved = torch.load(out, weights_only=True)
     assert saved['meta']['arch'] == 'tiny' and saved['meta']['model'] == 'PlainViT3'
@@ -428,12 +411,12 @@ def test_convert_then_load_safely(official_file, tmp_path):
     converted = PlainViT3(out_indices=(5, 11), init_cfg=dict(type='Pretrained',
                                                              checkpoint=str(out)))
     converted.init_weights()
-    trusted = PlainViT3(out_indices=(5, 11), init_cfg=dict(type='Pretrained',
-                                                           checkpoint=str(path), trusted=True))
-    trusted.init_weights()
-    torch.testing.assert_close(converted.state_dict(), trusted.state_dict())
+    original = PlainViT3(out_indices=(5, 11), init_cfg=dict(type='Pretrained',
+                                                            checkpoint=str(path)))
+    original.init_weights()
+    torch.testing.assert_close(converted.state_dict(), original.state_dict())
     with pytest.raises(ValueError, match='plain ViT3 tiny, the model is a plain ViT3 small'):
-        convert(str(path), str(tmp_path / 'other.pth'), arch='small', trusted=True)
+        convert(str(path), str(tmp_path / 'other.pth'), arch='small')
 
 
 def test_tensors_only_and_detection_layouts_load_without_trust(tmp_path):

@@ -7,7 +7,8 @@ config object, say, or something crafted to run a command) is refused before
 any of its code runs. On top of that list, exactly the types that mmengine
 and numpy put in mmengine's own training checkpoints are allowed
 (:func:`mmengine_safe_globals`), so training checkpoints load for testing,
-``load_from`` and ``resume`` with safety on. A config stored in a checkpoint
+``load_from`` and ``resume`` with safety on, and so is the yacs config of the
+authors' ImageNet checkpoints, by its name, without yacs (:mod:`.authors`). A config stored in a checkpoint
 as text (mmengine's ``meta['config']``, which its ``resume`` and the
 inferencers read by running it) must be values only
 (:func:`stored_config_problem`). Opting in for a file you trust
@@ -35,6 +36,7 @@ from mmengine.logging import HistoryBuffer, print_log
 
 from ..errors import (CheckpointModuleError, CheckpointNotFoundError, CorruptCheckpointError,
                       NonFiniteCheckpointError, UnsafeCheckpointError)
+from .authors import authors_safe_globals
 from .policy import NONFINITE_OPT_OUT, load_policy
 
 _MODULE_NAME = re.compile(r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$')
@@ -67,6 +69,12 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
         found += [c for _, c in inspect.getmembers(np.dtypes, inspect.isclass)
                   if issubclass(c, np.dtype)]
     return found
+
+
+def safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """Every type a safe load allows beyond torch's own list: mmengine's
+    (:func:`mmengine_safe_globals`) and the authors' (:func:`authors_safe_globals`)."""
+    return mmengine_safe_globals() + authors_safe_globals()
 
 
 def unsafe_globals(filename: str, error: Optional[BaseException] = None) -> List[str]:
@@ -191,15 +199,15 @@ def load_checkpoint_file(filename: str,
             except ModuleNotFoundError as err:
                 raise CheckpointModuleError(
                     f'{source} pickles objects from the module {err.name!r}, '
-                    f'which is not installed: install it (for the authors\' '
-                    f'ImageNet checkpoints: pip install yacs) to unpickle this '
-                    f'trusted file.') from err
+                    f'which is not installed: install it to unpickle this '
+                    f'trusted file (the authors\' ImageNet checkpoints, which '
+                    f'pickle a yacs config, load without trusting them).') from err
             except pickle.UnpicklingError as err:
                 raise _corrupt(source, local_path,
                                f'is corrupt or no checkpoint ({err})') from None
         try:
             if hasattr(torch.serialization, 'safe_globals'):  # torch >= 2.5
-                with torch.serialization.safe_globals(mmengine_safe_globals()):
+                with torch.serialization.safe_globals(safe_globals()):
                     loaded = _torch_load(local_path, source, map_location=map_location,
                                          weights_only=True)
             else:
@@ -210,7 +218,7 @@ def load_checkpoint_file(filename: str,
         except pickle.UnpicklingError as err:
             allowed = {g[1] if isinstance(g, tuple) else
                        f'{g.__module__}.{g.__qualname__}'
-                       for g in mmengine_safe_globals()}
+                       for g in safe_globals()}
             found = [g for g in unsafe_globals(local_path, err) if g not in allowed]
             if not found:  # no objects named: damaged bytes, not a refusal
                 found = re.search(r'Unpickler error:\s*(\S[^\n]*)', str(err))
