@@ -11,7 +11,8 @@ import torch
 
 from ..errors import CheckpointMismatchError, NonFiniteCheckpointError, OutputError
 from ..models import BACKBONES, checkpoint_filter_fn, identify, select_state_dict
-from ..safe_load import check_finite_weights, load_checkpoint_file
+from ..safe_load import (allow_nonfinite_weights, check_finite_weights, load_checkpoint_source,
+                         load_policy, set_opt_in_hint, trust_checkpoints)
 from .common import tool_main
 
 TOOL = 'tools/convert_checkpoint.py'
@@ -20,7 +21,7 @@ TOOL = 'tools/convert_checkpoint.py'
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Turn a released ViT3 checkpoint into a plain backbone weights file.')
-    parser.add_argument('src', help='released checkpoint (.pth)')
+    parser.add_argument('src', help='released checkpoint (.pth): a path or URL')
     parser.add_argument('dst', help='output file for the backbone weights')
     parser.add_argument('--key', default=None,
                         help="entry holding the weights (default: 'model', "
@@ -55,9 +56,10 @@ def convert(src: str, dst: str, key: Optional[str] = None, arch=None, trusted: b
                           f'output elsewhere (the input is kept)')
     if os.path.exists(dst) and not overwrite:
         raise OutputError(f'{dst} exists; pass --overwrite to replace it')
-    checkpoint = load_checkpoint_file(src, 'cpu', trusted,
-                                      opt_in_hint='If you trust this file, run again '
-                                      'with --trusted.')
+    # NaN / Inf are named below, with this tool's opt-out
+    with trust_checkpoints(trusted or load_policy().trusted), allow_nonfinite_weights(), \
+            set_opt_in_hint('If you trust this file, run again with --trusted.'):
+        checkpoint = load_checkpoint_source(src)
     if not allow_nonfinite:
         try:
             check_finite_weights(checkpoint, src)

@@ -14,7 +14,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
-from ..safe_load import check_finite_weights, load_checkpoint_file
+from ..safe_load import load_checkpoint_source, load_policy, set_opt_in_hint, trust_checkpoints
 from .impl import check_impl
 from .weights import BackboneLayout, FilterReport, checkpoint_filter_fn
 
@@ -34,21 +34,22 @@ def load_pretrained(model: nn.Module,
 
     Args:
         model (nn.Module): The backbone.
-        checkpoint (str): Path or URI of the file.
+        checkpoint (str): Path or URL of the file (an http(s) URL is
+            downloaded once into torch hub's folder), or any name mmengine's
+            ``CheckpointLoader`` resolves.
         key (str, optional): Entry holding the weights; see
             :func:`~.weights.select_state_dict`.
         prefix (str, optional): Take only keys under this prefix.
-        trusted (bool): Unpickle Python objects in the file (the authors'
-            ImageNet files hold a yacs config): only for a file you trust.
-            Defaults to False. ``tools/convert_checkpoint.py`` turns such a
-            file into one that loads safely.
+        trusted (bool): Unpickle every Python object in the file: only for
+            a file you trust. Defaults to False (the authors' files, with
+            the yacs config of their ImageNet ones, load without it).
         map_location: Passed to ``torch.load``. Defaults to ``'cpu'``.
     """
     hint = (f"If you trust this file, set trusted=True in the backbone's "
             f"init_cfg, or convert it once into a plain weights file: "
             f"python tools/convert_checkpoint.py {checkpoint} OUT.pth --trusted")
-    loaded = load_checkpoint_file(checkpoint, map_location, trusted, hint)
-    check_finite_weights(loaded, checkpoint)
+    with trust_checkpoints(trusted or load_policy().trusted), set_opt_in_hint(hint):
+        loaded = load_checkpoint_source(checkpoint, map_location)
     state_dict, report = checkpoint_filter_fn(loaded, model, key, prefix)
     model.load_state_dict(state_dict, strict=False)
     source = f"entry '{report.source_key}' of " if report.source_key else ''

@@ -19,7 +19,8 @@ from ..config.keys import config_flag, strict_bool
 from .policy import (CONFIG_HINT, DEFAULT_HINT, NONFINITE_OPT_OUT, TOOLS_HINT, LoadPolicy,
                      allow_nonfinite_weights, load_policy, set_opt_in_hint, trust_checkpoints)
 from .sources import (SAFE_SCHEMES, TIMEOUT_ENV_VAR, cached_path, download_checkpoint,
-                      download_timeout, register_checkpoint_loader)
+                      download_timeout, load_checkpoint_source, register_checkpoint_loader,
+                      safe_scheme_loader)
 
 __all__ = [
     'YACS_CFGNODE', 'YacsCfgNode', 'authors_safe_globals', 'safe_globals',
@@ -28,5 +29,6 @@ __all__ = [
     'CONFIG_HINT', 'DEFAULT_HINT', 'NONFINITE_OPT_OUT', 'TOOLS_HINT', 'LoadPolicy',
     'allow_nonfinite_weights', 'config_flag', 'load_policy', 'set_opt_in_hint', 'strict_bool',
     'trust_checkpoints', 'SAFE_SCHEMES', 'TIMEOUT_ENV_VAR', 'cached_path',
-    'download_checkpoint', 'download_timeout', 'register_checkpoint_loader'
+    'download_checkpoint', 'download_timeout', 'load_checkpoint_source',
+    'register_checkpoint_loader', 'safe_scheme_loader'
 ]

@@ -8,11 +8,12 @@ names mmengine resolves to URLs (``torchvision://``, ``open-mmlab://``,
 import difflib
 import hashlib
 import os
+import re
 import shutil
 import socket
 import urllib.error
 import urllib.request
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -40,11 +41,13 @@ def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
 
 def cached_path(url: str, model_dir: Optional[str] = None) -> str:
     """Where the file of ``url`` is kept: torch hub's checkpoint folder (as
-    mmengine's http loader keeps it), under the URL's file name and a hash of
-    the whole URL, so that two URLs never share a file."""
+    mmengine's http loader keeps it), under the last part of the URL's path
+    (the authors' ``.../f/<id>/?dl=1`` links: ``<id>``) and a hash of the
+    whole URL, so that two URLs never share a file."""
     from torch.hub import get_dir
     model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
-    stem, ext = os.path.splitext(os.path.basename(urlparse(url).path) or 'checkpoint.pth')
+    name = os.path.basename(urlparse(url).path.rstrip('/')) or 'checkpoint.pth'
+    stem, ext = os.path.splitext(name)
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     return os.path.join(model_dir, f'{stem}-{digest}{ext or ".pth"}')
 
@@ -205,6 +208,24 @@ SAFE_SCHEMES = {
     'mmcls://': load_from_safe_mmcls,
     (r'(\S+\:)?s3://', r'(\S+\:)?petrel://', 'pavi://'): load_from_safe_remote,
 }
+
+
+def safe_scheme_loader(filename: str) -> Callable:
+    """The loader of :data:`SAFE_SCHEMES` for ``filename``, picked as mmengine's
+    ``CheckpointLoader`` picks its own: the longest matching prefix (the
+    local loader for plain paths)."""
+    prefixes = sorted(((p, loader) for keys, loader in SAFE_SCHEMES.items()
+                       for p in (keys if isinstance(keys, tuple) else (keys, ))),
+                      key=lambda item: len(item[0]), reverse=True)
+    return next(loader for prefix, loader in prefixes if re.match(prefix, filename))
+
+
+def load_checkpoint_source(filename: str, map_location: Any = 'cpu') -> Any:
+    """Load a checkpoint from a path, a URL (downloaded once, with timeouts)
+    or any name mmengine resolves, through the safe loader of its scheme
+    (:func:`safe_scheme_loader`) whatever ``CheckpointLoader`` holds now;
+    what it allows is the :func:`~.policy.load_policy` in force."""
+    return safe_scheme_loader(filename)(filename, map_location)
 
 
 def register_checkpoint_loader() -> None:
