@@ -1,7 +1,7 @@
 # Cascade Mask R-CNN + H-ViT³-B, COCO 3x: the T recipe with the B backbone.
 _base_ = ['./cascade_mask_rcnn_vit3_t_coco_3x.py']
 
-pretrained = 'pretrained/h_vit3_base.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/1d0d7fb840254275b29d/?dl=1'
 
 model = dict(
     backbone=dict(

@@ -1,7 +1,7 @@
 # Cascade Mask R-CNN + H-ViT³-S, COCO 3x: the T recipe with the S backbone.
 _base_ = ['./cascade_mask_rcnn_vit3_t_coco_3x.py']
 
-pretrained = 'pretrained/h_vit3_small.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/3eeab8621a7f43929a87/?dl=1'
 
 model = dict(
     backbone=dict(

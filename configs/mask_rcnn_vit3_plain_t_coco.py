@@ -15,10 +15,10 @@ _base_ = [
     './_base_/mmvit3_runtime.py'
 ]
 
-# The authors' ImageNet-1K plain ViT³-T file (it holds a pickled config: add
-# trusted=True to init_cfg for a file you trust); override with
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
-pretrained = 'pretrained/vit3_plain_tiny.pth'
+# The authors' ImageNet-1K plain ViT³-T weights (their link; downloaded once
+# into torch hub's folder, loaded safely); a local copy: --cfg-options
+# model.backbone.init_cfg.checkpoint=PATH
+pretrained = 'https://cloud.tsinghua.edu.cn/f/e12d1bd1c20c4e06a2da/?dl=1'
 
 embed_dims = 192
 norm_cfg = dict(type='LN2d', requires_grad=True)

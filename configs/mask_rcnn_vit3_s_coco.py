@@ -1,7 +1,7 @@
 # Mask R-CNN + H-ViT³-S, COCO 1x: the T recipe with the S backbone.
 _base_ = ['./mask_rcnn_vit3_t_coco.py']
 
-pretrained = 'pretrained/h_vit3_small.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/3eeab8621a7f43929a87/?dl=1'
 
 model = dict(
     backbone=dict(

@@ -8,9 +8,10 @@ _base_ = [
     './_base_/mmvit3_runtime.py'
 ]
 
-# ImageNet-1K H-ViT³-T weights; override with
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
-pretrained = 'pretrained/h_vit3_tiny.pth'
+# The authors' ImageNet-1K H-ViT³-T weights (their link; downloaded once into
+# torch hub's folder, loaded safely); a local copy: --cfg-options
+# model.backbone.init_cfg.checkpoint=PATH
+pretrained = 'https://cloud.tsinghua.edu.cn/f/f0c7c73ceabe49b7b161/?dl=1'
 
 model = dict(
     backbone=dict(

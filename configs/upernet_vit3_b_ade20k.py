@@ -2,7 +2,7 @@
 # backbone, drop path 0.5 and no AMP.
 _base_ = ['./upernet_vit3_t_ade20k.py']
 
-pretrained = 'pretrained/h_vit3_base.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/1d0d7fb840254275b29d/?dl=1'
 
 model = dict(
     backbone=dict(

@@ -3,7 +3,7 @@
 # No official result exists for this model.
 _base_ = ['./upernet_vit3_plain_t_ade20k.py']
 
-pretrained = 'pretrained/vit3_plain_base.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/c9e9bb09f85d449ab8cf/?dl=1'
 embed_dims = 768
 
 model = dict(

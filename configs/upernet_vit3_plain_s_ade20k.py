@@ -3,7 +3,7 @@
 # No official result exists for this model.
 _base_ = ['./upernet_vit3_plain_t_ade20k.py']
 
-pretrained = 'pretrained/vit3_plain_small.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/4ab59ca54b474dff9b70/?dl=1'
 embed_dims = 384
 
 model = dict(

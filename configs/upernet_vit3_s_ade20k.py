@@ -2,7 +2,7 @@
 # backbone, drop path 0.4 and no AMP.
 _base_ = ['./upernet_vit3_t_ade20k.py']
 
-pretrained = 'pretrained/h_vit3_small.pth'
+pretrained = 'https://cloud.tsinghua.edu.cn/f/3eeab8621a7f43929a87/?dl=1'
 
 model = dict(
     backbone=dict(

@@ -1,7 +1,9 @@
 """The recipes' facts that users read elsewhere: model-index.yml /
 configs/metafile.yml (mim's format) list exactly the configs in configs/,
 with the figures of the README's Results table and the authors' checkpoint
-links; each recipe's auto_scale_lr.base_batch_size is its total batch."""
+links (each recipe's ImageNet weights, the configs' default, and each
+released model's weights, the README's links); each recipe's
+auto_scale_lr.base_batch_size is its total batch."""
 import re
 from pathlib import Path
 
@@ -14,6 +16,29 @@ RECIPES = sorted(p.relative_to(ROOT).as_posix()
                  for p in (ROOT / 'configs').rglob('*.py')
                  if '_base_' not in p.parts)
 AUTHORS = 'https://cloud.tsinghua.edu.cn/f/'
+#: The authors' links (github.com/LeapLabTHU/ViTTT at e3477587: the tables of
+#: vittt/README.md, detection/README.md and segmentation/README.md), written
+#: down once more here so that a wrong link anywhere fails.
+AUTHORS_IMAGENET = {  # (backbone, arch) -> link id; H-ViT3: the MESA ("‡") files
+    ('ViT3', 'tiny'): 'f0c7c73ceabe49b7b161', ('ViT3', 'small'): '3eeab8621a7f43929a87',
+    ('ViT3', 'base'): '1d0d7fb840254275b29d', ('PlainViT3', 'tiny'): 'e12d1bd1c20c4e06a2da',
+    ('PlainViT3', 'small'): '4ab59ca54b474dff9b70', ('PlainViT3', 'base'): 'c9e9bb09f85d449ab8cf',
+}
+AUTHORS_MODELS = {  # model name -> link id
+    'mask_rcnn_vit3_t_coco': 'a00315bbfd504edebfb0', 'mask_rcnn_vit3_s_coco': 'b42d36b21a5e44d0b266',
+    'mask_rcnn_vit3_b_coco': '4a641d087ca248e8804b',
+    'mask_rcnn_vit3_t_coco_3x': '8c39ef3d7d144a81b986',
+    'mask_rcnn_vit3_s_coco_3x': 'faa577d9a25140ef94d1',
+    'mask_rcnn_vit3_b_coco_3x': 'e9c1aef780d949489408',
+    'upernet_vit3_t_ade20k': 'df39e508ae5b49c59cca', 'upernet_vit3_s_ade20k': '71c786dd7e8046b5ab43',
+    'upernet_vit3_b_ade20k': '6bd6db157003462f9fed',
+}
+
+
+def authors_link(link_id):
+    return f'{AUTHORS}{link_id}/?dl=1'
+
+
 #: The authors' released recipes (the plain ViT3 and the cascade configs have no
 #: official result).
 UNRELEASED = [c for c in RECIPES if '/demo/' not in c and ('_plain_' in c or 'cascade_' in c)]
@@ -117,6 +142,25 @@ def test_metadata_matches_the_config(config):
         assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
     else:
         assert model['Metadata']['Iterations'] == cfg.train_cfg.max_iters
+
+
+def test_released_models_link_the_authors_weights():
+    """The metafile's Weights (the README's links, checked above) are the
+    authors' published links of those models."""
+    weights = {m['Name']: m.get('Weights') for m in models() if m['Config'] in OFFICIAL}
+    assert weights == {name: authors_link(i) for name, i in AUTHORS_MODELS.items()}
+
+
+@pytest.mark.parametrize('config', [c for c in RECIPES if '/demo/' not in c])
+def test_recipes_start_from_the_authors_imagenet_link(config):
+    """Each recipe's backbone loads the authors' ImageNet file of its arch
+    from their link by default, and the metafile says so."""
+    cfg = Config.fromfile(str(ROOT / config))
+    backbone = cfg.model.backbone
+    link = authors_link(AUTHORS_IMAGENET[backbone.type, backbone.arch])
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=link)
+    model = next(m for m in models() if m['Config'] == config)
+    assert model['Metadata']['Pretrained'] == link
 
 
 def test_mim_finds_the_index_inside_the_package():
