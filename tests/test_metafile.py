@@ -163,6 +163,16 @@ def test_recipes_start_from_the_authors_imagenet_link(config):
     assert model['Metadata']['Pretrained'] == link
 
 
+def test_every_authors_link_in_the_docs_is_one_the_metafile_names():
+    """Links typed in examples (README, docs/) are the metafile's, which the
+    tests above check against the authors' tables."""
+    named = {m.get('Weights') for m in models()} | \
+        {m['Metadata'].get('Pretrained') for m in models()}
+    for page in [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]:
+        for link in re.findall(re.escape(AUTHORS) + r'[^\s\')`]+', page.read_text()):
+            assert link in named, (page.name, link)
+
+
 def test_mim_finds_the_index_inside_the_package():
     """mim reads a package's model index from <package>/.mim/."""
     mim = ROOT / 'mmvit3' / '.mim'

@@ -47,14 +47,15 @@ COVERED = {
          'tests/test_demo_pipeline.py::test_detection_demo_train_and_test'],
     r'python tools/test\.py configs/(mask_rcnn_vit3_t_coco|upernet_vit3_t_ade20k)\.py \S+$':
         ['tests/test_checkpoint.py::test_released_detection_layout',
-         'tests/test_image_demo.py::test_released_detection_checkpoint_evaluates_cleanly'],
+         'tests/test_image_demo.py::test_released_detection_checkpoint_evaluates_cleanly',
+         'tests/test_weights_from_urls.py::test_tools_test_and_load_from_take_the_authors_coco_link'],
     r'bash tools/dist_train\.sh \S+ \d+$':
         ['tests/test_reliability.py::test_dist_train_two_cpu_processes_hold_identical_weights',
          'tests/test_launchers.py::test_dist_scripts_exec_torchrun'],
     r'bash tools/dist_test\.sh \S+ \S+ \d+$': ['tests/test_launchers.py::test_dist_scripts_exec_torchrun'],
     r'python tools/check_dataset\.py configs/demo/mask_rcnn_vit3_demo\.py$':
         ['tests/test_data_check.py::test_tools_check_the_data_and_exit_2_naming_what_is_wrong'],
-    r'python tools/convert_checkpoint\.py \S+ \S+ --trusted$':
+    r'python tools/convert_checkpoint\.py \S+ \S+( --trusted)?$':
         ['tests/test_checkpoint.py::test_convert_then_load_safely'],
 }
 

@@ -2,14 +2,15 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
 """Turn a released ViT³ checkpoint into a plain backbone weights file.
 
-The authors' ImageNet files pickle a yacs config object beside the weights,
-so safe loading (``torch.load(weights_only=True)``) refuses them. Convert a
-file you trust once; the output holds tensors only and loads safely from then
-on, e.g. as ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``:
+Optional, for offline use: the authors' files (their pickled yacs config
+included) load safely as they are, from a path or their link. The output
+holds the backbone's tensors only, to keep or copy to a machine without the
+network, e.g. as ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``:
 
-    python tools/convert_checkpoint.py h_vittt_tiny.pth pretrained/h_vit3_tiny.pth --trusted
-    python tools/convert_checkpoint.py vittt_tiny.pth pretrained/vit3_plain_tiny.pth --trusted
+    python tools/convert_checkpoint.py h_vittt_tiny.pth pretrained/h_vit3_tiny.pth
+    python tools/convert_checkpoint.py vittt_tiny.pth pretrained/vit3_plain_tiny.pth
 
+--trusted unpickles every object of a file you trust (refused otherwise).
 It picks the weights ('model' by default; --key state_dict_ema for the EMA
 weights), drops what dense prediction does not use (classifier head, its
 BatchNorm1d, RoPE tables), checks that the rest fits a ViT3 backbone, or a
