@@ -4,8 +4,10 @@ loaded safely; other objects refused; conversion; and the released
 detection layout."""
 import subprocess
 import sys
+import types
 from collections import OrderedDict
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ from _helpers import (Explosive, TrainingNote, authors_config, authors_training_
 from mmvit3 import UnsafeCheckpointError, ViT3, load_checkpoint_file
 from mmvit3.cli.convert_checkpoint import convert
 from mmvit3.engine import check_model_checkpoint
-from mmvit3.errors import CheckpointMismatchError, OutputError
+from mmvit3.errors import CheckpointMismatchError, CheckpointModuleError, OutputError
 from mmvit3.models import checkpoint_filter_fn, load_pretrained
+from mmvit3.safe_load import trust_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,6 +122,26 @@ def test_objects_beside_the_authors_config_are_still_refused(tmp_path):
         assert str(path) in msg and named in msg and 'CfgNode' not in msg
         assert 'trusted=True' in msg and 'Nothing from it was run' in msg
     assert not marker.exists()
+
+
+class Gone:
+    """An object of a module that is not installed when the file is loaded."""
+
+
+def test_trusting_the_authors_file_needs_no_yacs_either(official_file, tmp_path):
+    """With the opt-in on (say --trust-checkpoint for another file of the
+    run), the authors' file still loads without yacs: the full unpickle
+    misses the module, the safe load reads the file. A trusted file the safe
+    load cannot read either names the missing module."""
+    path, ckpt = official_file
+    with trust_checkpoints():
+        assert load_checkpoint_file(str(path))['config'] == ckpt['config']
+    gone = tmp_path / 'gone.pth'
+    Gone.__module__ = 'gone_module'
+    with mock.patch.dict(sys.modules, {'gone_module': types.SimpleNamespace(Gone=Gone)}):
+        torch.save({'model': {}, 'note': Gone()}, gone)
+    with trust_checkpoints(), pytest.raises(CheckpointModuleError, match="'gone_module'"):
+        load_checkpoint_file(str(gone))
 
 
 def test_key_picks_ema_weights(official_file):

@@ -154,6 +154,40 @@ def _torch_load(local_path: str, source: str, **kwargs) -> Any:
                        f'{str(err).splitlines()[0] if str(err) else err!r})') from None
 
 
+def _safe_torch_load(local_path: str, source: str, map_location: Any,
+                     opt_in_hint: Optional[str]) -> Any:
+    """``torch.load(weights_only=True)`` with :func:`safe_globals` allowed;
+    a refusal names the objects of the file and the opt-in."""
+    try:
+        if hasattr(torch.serialization, 'safe_globals'):  # torch >= 2.5
+            with torch.serialization.safe_globals(safe_globals()):
+                return _torch_load(local_path, source, map_location=map_location,
+                                   weights_only=True)
+        return _torch_load(local_path, source, map_location=map_location, weights_only=True)
+    except UnsafeCheckpointError:
+        raise
+    except pickle.UnpicklingError as err:
+        allowed = {g[1] if isinstance(g, tuple) else
+                   f'{g.__module__}.{g.__qualname__}'
+                   for g in safe_globals()}
+        found = [g for g in unsafe_globals(local_path, err) if g not in allowed]
+        if not found:  # no objects named: damaged bytes, not a refusal
+            found = re.search(r'Unpickler error:\s*(\S[^\n]*)', str(err))
+            detail = f': {found.group(1)}' if found else ''
+            raise _corrupt(source, local_path,
+                           f'is corrupt or incomplete (its pickled data '
+                           f'cannot be read{detail})') from None
+        if not hasattr(torch.serialization, 'safe_globals'):
+            found.append('(torch < 2.5 cannot allow even mmengine\'s own '
+                         'types: upgrade torch to load training checkpoints safely)')
+        hint = opt_in_hint or load_policy().opt_in_sentence
+        raise UnsafeCheckpointError(
+            f'Refused to load {source}: it holds pickled Python objects '
+            f'({", ".join(found)}), and unpickling '
+            f'them could run code from the file. Nothing from it was run. '
+            f'{hint}') from None
+
+
 def load_checkpoint_file(filename: str,
                          map_location: Any = 'cpu',
                          trusted: bool = False,
@@ -197,44 +231,17 @@ def load_checkpoint_file(filename: str,
                 return _torch_load(local_path, source, map_location=map_location,
                                    weights_only=False)
             except ModuleNotFoundError as err:
-                raise CheckpointModuleError(
-                    f'{source} pickles objects from the module {err.name!r}, '
-                    f'which is not installed: install it to unpickle this '
-                    f'trusted file (the authors\' ImageNet checkpoints, which '
-                    f'pickle a yacs config, load without trusting them).') from err
+                try:  # the safe load may read it without that module (a yacs config)
+                    return _safe_torch_load(local_path, source, map_location, opt_in_hint)
+                except UnsafeCheckpointError:
+                    raise CheckpointModuleError(
+                        f'{source} pickles objects from the module {err.name!r}, '
+                        f'which is not installed: install it to unpickle this '
+                        f'trusted file.') from err
             except pickle.UnpicklingError as err:
                 raise _corrupt(source, local_path,
                                f'is corrupt or no checkpoint ({err})') from None
-        try:
-            if hasattr(torch.serialization, 'safe_globals'):  # torch >= 2.5
-                with torch.serialization.safe_globals(safe_globals()):
-                    loaded = _torch_load(local_path, source, map_location=map_location,
-                                         weights_only=True)
-            else:
-                loaded = _torch_load(local_path, source, map_location=map_location,
-                                     weights_only=True)
-        except UnsafeCheckpointError:
-            raise
-        except pickle.UnpicklingError as err:
-            allowed = {g[1] if isinstance(g, tuple) else
-                       f'{g.__module__}.{g.__qualname__}'
-                       for g in safe_globals()}
-            found = [g for g in unsafe_globals(local_path, err) if g not in allowed]
-            if not found:  # no objects named: damaged bytes, not a refusal
-                found = re.search(r'Unpickler error:\s*(\S[^\n]*)', str(err))
-                detail = f': {found.group(1)}' if found else ''
-                raise _corrupt(source, local_path,
-                               f'is corrupt or incomplete (its pickled data '
-                               f'cannot be read{detail})') from None
-            if not hasattr(torch.serialization, 'safe_globals'):
-                found.append('(torch < 2.5 cannot allow even mmengine\'s own '
-                             'types: upgrade torch to load training checkpoints safely)')
-            hint = opt_in_hint or load_policy().opt_in_sentence
-            raise UnsafeCheckpointError(
-                f'Refused to load {source}: it holds pickled Python objects '
-                f'({", ".join(found)}), and unpickling '
-                f'them could run code from the file. Nothing from it was run. '
-                f'{hint}') from None
+        loaded = _safe_torch_load(local_path, source, map_location, opt_in_hint)
     check_stored_config(loaded, source, opt_in_hint)
     return loaded
 
