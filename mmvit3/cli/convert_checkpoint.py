@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def convert(src: str, dst: str, key: Optional[str] = None, arch=None, trusted: bool = False,
             overwrite: bool = False, allow_nonfinite: bool = False) -> str:
-    """Convert ``src`` into a weights-only backbone file at ``dst`` (the
-    backbone and its arch read from the file, or checked against ``arch``);
-    returns the report text.
+    """Convert ``src`` (a path or URL, loaded as the backbone's init_cfg
+    loads it) into a weights-only backbone file at ``dst`` (the backbone and
+    its arch read from the file, or checked against ``arch``); returns the
+    report text.
 
     Raises:
         OutputError: ``dst`` is ``src``, or exists without ``overwrite``.
