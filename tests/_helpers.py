@@ -155,9 +155,10 @@ class Explosive:
 
 
 class AuthorsCfgNode(dict):
-    """A yacs ``CfgNode`` as pickled: a dict of values (nested nodes for
-    sections), yacs's flags in its ``__dict__``; named as yacs names it, so
-    the pickle is the authors' byte for byte in kind (save_authors_file)."""
+    """A yacs ``CfgNode`` as it pickles: a dict of values (nested nodes for
+    sections), yacs's flags in its ``__dict__``, named as yacs names it, so
+    that a file saved with it (save_authors_file) holds the same pickle
+    opcodes and names as the authors'."""
 
     def __init__(self, values=None, frozen=True):
         super().__init__()

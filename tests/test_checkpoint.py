@@ -92,6 +92,8 @@ def test_the_authors_file_loads_safely_without_yacs(training_state, tmp_path, lo
 
 def test_the_authors_config_loads_as_plain_values(official_file):
     path, ckpt = official_file
+    # beyond torch's own list, the file names the yacs class only
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == ['yacs.config.CfgNode']
     loaded = load_checkpoint_file(str(path))
     assert set(loaded) == set(ckpt)
     config = loaded['config']
