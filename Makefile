@@ -17,7 +17,7 @@ test: setup
 #   python tools/train.py configs/demo/upernet_vit3_demo.py
 DEMO_CONFIG = configs/demo/mask_rcnn_vit3_demo.py
 DEMO_WORK_DIR = work_dirs/mask_rcnn_vit3_demo
-DEMO_IMAGE = data/demo/images/val/val_00001.jpg
+DEMO_IMAGE = data/demo/images/val/val_00028.jpg
 .PHONY: demo
 demo: setup
 	$(PY) tools/make_demo_data.py
