@@ -7,12 +7,14 @@ import importlib
 import importlib.util
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import types
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 from unittest import mock
 
 import numpy as np
@@ -88,6 +90,45 @@ def run_tool(*args, timeout=TIMEOUT, env=None, cwd=ROOT) -> Tuple[int, str]:
     if reply['timeout']:
         raise subprocess.TimeoutExpired([sys.executable, *request['argv']], timeout, output)
     return reply['rc'], output
+
+
+#: The pages whose shell blocks tests run (tests/test_readme.py).
+PAGES = [ROOT / 'README.md'] + sorted((ROOT / 'docs').glob('*.md'))
+
+
+def page_commands() -> List[str]:
+    """The commands of the ```bash blocks of PAGES, one a line: ``\\``
+    continuations joined, comments and repeated spaces dropped."""
+    commands = []
+    for page in PAGES:
+        for block in re.findall(r'```bash\n(.*?)```', page.read_text(), re.S):
+            for line in re.sub(r'\\\n\s*', ' ', block).splitlines():
+                line = re.sub(r'\s+', ' ', line.split('#')[0]).strip()
+                if line and line not in commands:
+                    commands.append(line)
+    return commands
+
+
+def page_command(pattern: str, swap: Optional[Dict[str, object]] = None) -> List[str]:
+    """The argv of the one page command that ``pattern`` matches (from its
+    start; tests/test_readme.py checks that each command is some test's),
+    without a leading ``python``, so that a test runs what the page says.
+    ``swap``: {regex: value} for paths of the page (a checkpoint, a work dir,
+    data/demo) that the test has elsewhere: each token becomes the value of
+    the first regex that fully matches it (``\\1`` its group); each regex
+    must match a token."""
+    found = [c for c in page_commands() if re.match(pattern, c)]
+    assert len(found) == 1, f'{pattern!r} matches {len(found)} commands of the pages: {found}'
+    argv, used = [], set()
+    for arg in shlex.split(found[0]):
+        match = next(((r, m) for r in swap or {} for m in [re.fullmatch(r, arg)] if m),
+                     None)
+        if match:
+            used.add(match[0])
+            arg = match[1].expand(str(swap[match[0]]))
+        argv.append(arg)
+    assert used == set(swap or {}), f'{set(swap) - used}: no such argument in {found[0]!r}'
+    return argv[1:] if argv[0] == 'python' else argv
 
 
 def loader_overrides(prefix, **values) -> List[str]:

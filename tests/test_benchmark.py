@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import page_command
 
 from mmvit3 import benchmark
 from mmvit3 import tuning as malloc
@@ -66,14 +67,15 @@ def test_sizes_and_bad_arguments():
 
 
 def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
-    """A real (tiny) run: each measurement in its own process, results as
-    they come, then the table and the plot."""
+    """A real (tiny) run of the page's --breakdown command: each measurement
+    in its own process, results as they come, then the table and the plot."""
     out = tmp_path / 'bench'
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     monkeypatch.delenv(malloc.ENV_VAR, raising=False)
+    args = page_command(r'python tools/benchmark\.py .* --breakdown ', {r'work_dirs/\S+': out})
     assert benchmark.run(parse_args([
-        '--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes', 'train', '--warmup',
-        '0', '--repeat', '1', '--threads', '1', '--breakdown', '--out-dir', str(out)])) == 0
+        *args[1:], '--models', 'vit3-t', 'vit-s', '--sizes', '40x56', '--modes', 'train',
+        '--warmup', '0', '--repeat', '1', '--rounds', '1', '--threads', '1'])) == 0
     rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
     assert [(r['model'], r['mode'], r['size']) for r in rows] == [
         ('vit3-t', 'train', [40, 56]), ('vit-s', 'train', [40, 56])]

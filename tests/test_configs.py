@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import page_command, run_tool
 from mmengine.config import Config
 
 import mmvit3  # noqa: F401  (registers ViT3)
@@ -356,19 +357,21 @@ def test_flop_count_of_the_mixer_and_mlp(part):
     assert total == expected
 
 
-def test_get_flops_tool_runs(capsys):
-    """tools/get_flops.py prints, for each config, what mmvit3.analysis
-    counts with the same shape and --cfg-options."""
-    from mmvit3.cli import get_flops
-    configs = [str(CONFIGS / 'upernet_vit3_t_ade20k.py'),
-               str(CONFIGS / 'demo' / 'upernet_vit3_plain_demo.py')]
-    options = {'model.decode_head.channels': 64}
-    assert get_flops.main([*configs, '--shape', '64', '96',
-                           '--cfg-options', 'model.decode_head.channels=64']) == 0
-    out = capsys.readouterr().out
+def test_get_flops_tool_runs():
+    """The README's tools/get_flops.py command (at a small shape) prints, for
+    each config, what mmvit3.analysis counts with the same shape."""
+    args = page_command(r'python tools/get_flops\.py ')
+    configs = [a for a in args[1:] if a.endswith('.py')]
+    assert len(configs) >= 2
+    rc, out = run_tool(*args, '--shape', 64, 96)
+    assert rc == 0, out[-3000:]
     for config in configs:
-        want = analyze_config(config, (64, 96), options)
+        want = analyze_config(str(ROOT / config), (64, 96))
         row = next(line for line in out.splitlines()
                    if line.startswith(os.path.basename(config)))
         cells = [c.strip() for c in row.split('|')]
-        assert cells[1:] == ['64x96', f'{want.params / 1e6:.2f}M', f'{want.flops / 1e9:.1f}G'], row
+        assert cells[1:3] == ['64x96', f'{want.params / 1e6:.2f}M'], row
+        # a detector's count follows its proposals, which at this size vary
+        # with the random weights: exact for the segmentor only
+        if 'rcnn' not in config:
+            assert cells[3] == f'{want.flops / 1e9:.1f}G', row

@@ -12,8 +12,8 @@ import json
 import mmcv
 import numpy as np
 import pytest
-from _helpers import DET_CFG, SEG_CFG, demo_cfg, det_data_overrides, make_demo_data, run_tool, \
-    seg_data_overrides
+from _helpers import DET_CFG, SEG_CFG, demo_cfg, det_data_overrides, make_demo_data, page_command, \
+    run_tool, seg_data_overrides
 from PIL import Image
 
 from mmvit3.datasets import check_dataset, orients, read_header
@@ -177,8 +177,8 @@ def test_an_extreme_aspect_ratio_and_empty_splits_are_refused(tmp_path):
 
 def test_tools_check_the_data_and_exit_2_naming_what_is_wrong(tmp_path):
     root = demo(tmp_path)
-    rc, out = run_tool('tools/check_dataset.py', DET_CFG, '--cfg-options',
-                       *det_data_overrides(root))
+    rc, out = run_tool(*page_command(r'python tools/check_dataset\.py '), '--cfg-options',
+                       *det_data_overrides(root))  # the page's command
     assert rc == 0, out[-3000:]
     assert f'train: {root}/annotations/instances_train.json: 2 images' in out
     assert f'val: {root}/annotations/instances_val.json: 1 images' in out and 'clean' in out

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from _helpers import (DET_CFG, ROOT, SEG_CFG, det_data_overrides,
-                      loader_overrides, make_demo_data, run_tool,
+                      loader_overrides, make_demo_data, page_command, run_tool,
                       seg_data_overrides, short_run_overrides)
 from mmengine.config import Config
 
@@ -184,9 +184,12 @@ def test_missing_ade_message():
 @pytest.mark.parametrize('config', [DET_CFG, 'configs/demo/cascade_mask_rcnn_vit3_demo.py'],
                          ids=['mask_rcnn', 'cascade_mask_rcnn'])
 def test_detection_demo_train_and_test(demo_root, tmp_path, config):
+    """The demo page's commands (the cascade config in place of its own)."""
     work = tmp_path / 'det'
     data = det_data_overrides(demo_root)
-    rc, out = run_tool('tools/train.py', config, '--work-dir', work,
+    demo = r'configs/demo/mask_rcnn_vit3_demo\.py'
+    rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/mask_rcnn_vit3_demo\.py '
+                                     r'--work-dir', {demo: config, r'work_dirs/\S+': work}),
                        '--cfg-options', *short_run_overrides(), *data)
     assert rc == 0, out[-5000:]
     ckpt = work / 'iter_2.pth'
@@ -194,22 +197,34 @@ def test_detection_demo_train_and_test(demo_root, tmp_path, config):
     assert 'coco/bbox_mAP' in out  # evaluated at the end of training
 
     dump = tmp_path / 'det_results.pkl'
-    rc, out = run_tool('tools/test.py', config, ckpt, '--work-dir',
-                       tmp_path / 'det_test', '--out', dump, '--cfg-options',
+    rc, out = run_tool(*page_command(r'python tools/test\.py configs/demo/mask_rcnn_vit3_demo\.py ',
+                                     {demo: config, r'work_dirs/\S+\.pth': ckpt,
+                                      r'work_dirs/\S+': tmp_path / 'det_test'}),
+                       '--out', dump, '--cfg-options',
                        *loader_overrides('', num_workers=0,
                                          persistent_workers=False), *data)
     assert rc == 0, out[-5000:]
     assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out
     assert 'bbox_mAP_copypaste' in out
     assert dump.is_file()
+    if config != DET_CFG:
+        return
+    # the picture of one validation image's predictions
+    rc, out = run_tool(*page_command(
+        r'python tools/image_demo\.py data/demo/images/val/\S+ configs/demo/mask_rcnn_vit3_demo\.py',
+        {r'data/demo/(.*)': f'{demo_root}/\\1', r'work_dirs/\S+\.pth': ckpt,
+         r'work_dirs/\S+': tmp_path / 'pictures'}),
+        '--cfg-options', 'test_dataloader.dataset.pipeline.1.scale=(128,128)')
+    assert rc == 0, out[-5000:]
+    assert len(list((tmp_path / 'pictures' / 'vis').glob('val_*.jpg'))) == 1, out[-3000:]
 
 
 def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
     work = tmp_path / 'seg'
     data = seg_data_overrides(demo_root)
     short = [o for o in short_run_overrides() if 'save_optimizer' not in o]
-    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work,
-                       '--cfg-options', *short, *data)
+    rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/upernet_vit3_demo\.py'),
+                       '--work-dir', work, '--cfg-options', *short, *data)
     assert rc == 0, out[-5000:]
     assert (work / 'iter_2.pth').is_file(), out[-3000:]
     assert 'mIoU' in out
@@ -223,8 +238,9 @@ def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
     ckpt = work / 'iter_3.pth'
     assert ckpt.is_file(), out[-3000:]
 
-    rc, out = run_tool('tools/test.py', SEG_CFG, ckpt, '--work-dir',
-                       tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
+    rc, out = run_tool(*page_command(r'python tools/test\.py configs/demo/upernet_vit3_demo\.py ',
+                                     {r'work_dirs/\S+\.pth': ckpt}),
+                       '--work-dir', tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
                        '--cfg-options',
                        *loader_overrides('', num_workers=0,
                                          persistent_workers=False), *data)
@@ -262,14 +278,24 @@ def test_train_flags_edit_config(monkeypatch):
     assert cfg.default_scope == 'mmseg'
 
 
-def test_tensorboard_switch(monkeypatch):
+def test_tensorboard_switch(monkeypatch, demo_root, tmp_path):
     import importlib.util
+
+    # the usage page's command, run: refused naming the install where
+    # tensorboard is missing, else training with its event files
+    command = page_command(r'python tools/train\.py \S+ --tensorboard$')
+    rc, out = run_tool(*command, '--work-dir', tmp_path, '--cfg-options',
+                       *short_run_overrides(), *det_data_overrides(demo_root))
+    if importlib.util.find_spec('tensorboard') is None:
+        assert rc == 2 and 'pip install tensorboard' in out, out[-3000:]
+    else:
+        assert rc == 0 and list(tmp_path.rglob('events.out.tfevents.*')), out[-3000:]
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv('LOCAL_RANK', '0')
     from mmvit3.cli import train
     from mmvit3.errors import ConfigError
-    args = train.parse_args([SEG_CFG, '--tensorboard'])
+    args = train.parse_args(command[1:])
     real_find_spec = importlib.util.find_spec
 
     def find_spec(name, *rest):
@@ -288,4 +314,4 @@ def test_tensorboard_switch(monkeypatch):
     assert types == ['LocalVisBackend', 'TensorboardVisBackend']
     # without the flag: the config's backends only
     assert 'TensorboardVisBackend' not in str(
-        train.build_cfg(train.parse_args([SEG_CFG])).visualizer)
+        train.build_cfg(train.parse_args(command[1:-1])).visualizer)

@@ -6,10 +6,11 @@ commands get short-run overrides only (one epoch of two images of the tiny
 demo set, one validation image, no worker processes); on a machine without a GPU the recipe's mixed-precision
 command stops with the message that names the CPU command."""
 import re
+import subprocess
 
 import pytest
 import torch
-from _helpers import ROOT, TIMEOUT, build, demo_cfg, rope_tables, run_tool
+from _helpers import ROOT, TIMEOUT, build, demo_cfg, page_command, rope_tables, run_tool
 
 from mmvit3 import load_checkpoint_file
 
@@ -53,17 +54,17 @@ def workspace(tmp_path_factory, demo_root):
     model = build(cfg)
     state = dict(model.state_dict())
     state.update(rope_tables(model.backbone, prefix='backbone.'))
-    (root / 'checkpoints').mkdir()
+    subprocess.run(page_command(r'mkdir -p checkpoints$'), cwd=root, check=True)
     torch.save({'meta': {'epoch': 12, 'iter': 87960}, 'state_dict': state},
                root / 'checkpoints' / 'mask_rcnn_vit3_t_coco.pth')
     return root
 
 
-def run(command, cwd):
-    args = command.split()
-    assert args[:2] == ['python', 'tools/train.py'], command
+def run(args, cwd):
+    """The guide's command ``args`` (a page_command) with short-run overrides."""
+    assert args[0] == 'tools/train.py', args
     extra = SHORT if '--cfg-options' in args else ['--cfg-options', *SHORT]
-    return run_tool(*args[1:], *extra, '--work-dir', 'work', cwd=cwd, timeout=TIMEOUT)
+    return run_tool(*args, *extra, '--work-dir', 'work', cwd=cwd, timeout=TIMEOUT)
 
 
 def test_the_guide_shows_the_download_and_both_commands():
@@ -77,8 +78,8 @@ def test_the_guide_shows_the_download_and_both_commands():
 
 
 def test_the_guide_fine_tunes_on_the_demo_data(workspace):
-    _, commands = guide()
-    gpu, cpu = commands[2], commands[3]
+    gpu = page_command(r'python tools/train\.py configs/my_finetune\.py$')
+    cpu = page_command(r'python tools/train\.py configs/my_finetune\.py --cfg-options ')
     if not torch.cuda.is_available():
         rc, out = run(gpu, workspace)
         assert rc == 2, out[-3000:]

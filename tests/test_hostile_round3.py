@@ -19,7 +19,7 @@ import zipfile
 import pytest
 import torch
 from _helpers import (DET_CFG, ROOT, SEG_CFG, demo_cfg, demo_model, loader_overrides,
-                      seg_data_overrides)
+                      make_demo_data, seg_data_overrides)
 from mmengine.runner import CheckpointLoader
 from test_hostile import run, seg_options, seg_train_options, server, toy_runner  # noqa: F401
 
@@ -152,6 +152,45 @@ def test_misspelt_opt_out_keys_are_named(tmp_path):
                        ('overwrite_checkpoint', 'overwrite_checkpoints')):
         with pytest.raises(ProjectKeyError, match=f"did you mean '{meant}'"):
             check_project_keys({key: True})
+
+
+def test_the_opt_out_keys_each_let_a_refused_train_run_proceed(tmp_path):
+    """tools/train.py on a setup that the checks of four keys each refuse: a
+    work dir with an earlier run's checkpoint, a validation label map of
+    another size than its image (harmless here: the run does not validate)
+    and a load_from file with NaN in an entry the model has not and nothing
+    for its auxiliary head. Without any one key the run stops naming it; with all four it
+    trains from the loaded weights and replaces the earlier checkpoint."""
+    from PIL import Image
+    root = tmp_path / 'demo'
+    make_demo_data.make_demo_data(str(root), num_train=2, num_val=1, size=64)
+    label = root / 'ade' / 'annotations' / 'validation' / 'val_00000.png'
+    Image.open(label).resize((96, 96), Image.NEAREST).save(label)
+    state = demo_model(demo_cfg(SEG_CFG)).state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith('auxiliary_head.')}
+    state['decode_head.conv_seg.bias'].fill_(7.)  # to tell the loaded weights
+    state['old_head.conv_seg.weight'] = torch.tensor([float('nan')])  # not loaded
+    torch.save({'state_dict': state}, tmp_path / 'partial_nan.pth')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'iter_1.pth').write_bytes(b'an earlier run')
+    keys = {'overwrite_checkpoints': 'earlier run (iter_1.pth)',
+            'check_annotations': 'val_00000.png',
+            'allow_nonfinite_weights': 'old_head.conv_seg.weight',
+            'allow_partial_checkpoint': 'auxiliary_head'}
+    args = ['tools/train.py', SEG_CFG, '--work-dir', work,
+            *seg_train_options(root, f'load_from={tmp_path / "partial_nan.pth"}',
+                               'default_hooks.checkpoint.interval=1')]
+    for left_out, named in keys.items():
+        rc, out = run(*args, *[f'{k}=True' if k != 'check_annotations' else f'{k}=False'
+                               for k in keys if k != left_out])
+        assert rc == 2 and named in out and left_out in out, (left_out, out[-3000:])
+        assert (work / 'iter_1.pth').read_bytes() == b'an earlier run'
+    rc, out = run(*args, 'overwrite_checkpoints=True', 'check_annotations=False',
+                  'allow_nonfinite_weights=True', 'allow_partial_checkpoint=True')
+    assert rc == 0, out[-3000:]
+    trained = torch.load(work / 'iter_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert torch.allclose(trained['decode_head.conv_seg.bias'], torch.tensor(7.), atol=1e-2)
 
 
 # --------------------------------------------------------------------------

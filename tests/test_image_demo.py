@@ -17,7 +17,7 @@ import pytest
 import torch
 from _helpers import (DET_CFG, ROOT, SEG_CFG, TrainingNote,
                       det_data_overrides, loader_overrides,
-                      rope_tables, run_tool)
+                      page_command, rope_tables, run_tool)
 from mmengine.config import Config
 
 from mmvit3.analysis import build_model
@@ -85,9 +85,11 @@ def test_image_demo_detection_folder(demo_root, det_checkpoint, tmp_path):
     assert len(images) == 2
     out_dir = tmp_path / 'pictures'
     # score threshold 0: a random model's detections score low
-    rc, out = run_tool('tools/image_demo.py', images[0].parent, DET_CFG,
-                       det_checkpoint, '--out-dir', out_dir, '--score-thr', 0,
-                       '--save-preds', '--cfg-options',
+    rc, out = run_tool(*page_command(r'python tools/image_demo\.py data/demo/images/val ',
+                                     {r'data/demo/(.*)': f'{demo_root}/\\1',
+                                      r'work_dirs/\S+\.pth': det_checkpoint,
+                                      'outputs': out_dir}),
+                       '--score-thr', 0, '--cfg-options',
                        'test_dataloader.dataset.pipeline.1.scale=(128,128)')
     assert rc == 0, out[-5000:]
     assert_clean_load(out)
@@ -104,19 +106,24 @@ def test_image_demo_detection_folder(demo_root, det_checkpoint, tmp_path):
 
 
 def test_image_demo_segmentation_image(demo_root, tmp_path):
+    """The demo page's command on the validation folder, with --save-preds."""
     ckpt = released_layout(SEG_CFG, tmp_path / 'upernet.pth')
-    image = sorted((demo_root / 'ade' / 'images' / 'validation').glob('*.jpg'))[0]
+    images = sorted((demo_root / 'ade' / 'images' / 'validation').glob('*.jpg'))
+    image = images[0]
     out_dir = tmp_path / 'pictures'
-    rc, out = run_tool('tools/image_demo.py', image, SEG_CFG, ckpt,
-                       '--out-dir', out_dir, '--save-preds')
+    rc, out = run_tool(*page_command(r'python tools/image_demo\.py data/demo/ade/\S+ '
+                                     r'configs/demo/upernet_vit3_demo\.py',
+                                     {r'data/demo/(.*)': f'{demo_root}/\\1',
+                                      r'work_dirs/\S+\.pth': ckpt, r'work_dirs/\S+': out_dir}),
+                       '--save-preds')
     assert rc == 0, out[-5000:]
     assert_clean_load(out)
-    assert_pictures([image], out_dir)
-    assert f'to {out_dir / "vis" / image.name}' in out
-    label = cv2.imread(str(out_dir / 'preds' / f'{image.stem}.png'),
-                       cv2.IMREAD_UNCHANGED)
-    assert label.shape == cv2.imread(str(image)).shape[:2]
-    assert label.dtype == np.uint8 and label.max() < 3
+    assert_pictures(images, out_dir)
+    for image in images:
+        label = cv2.imread(str(out_dir / 'preds' / f'{image.stem}.png'),
+                           cv2.IMREAD_UNCHANGED)
+        assert label.shape == cv2.imread(str(image)).shape[:2]
+        assert label.dtype == np.uint8 and label.max() < 3
 
     # a detector's checkpoint in the segmentation config: refused, exit 2
     det = released_layout(DET_CFG, tmp_path / 'det.pth')

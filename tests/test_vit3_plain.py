@@ -675,18 +675,26 @@ def test_flops_at_224_match_the_released_figures(arch, flops):
 def test_demo_trains_and_tests(demo_root, tmp_path, config, data, metric):
     """Two iterations of tools/train.py on the demo data, evaluated, then
     tools/test.py on the checkpoint."""
-    from _helpers import (det_data_overrides, loader_overrides, run_tool,
+    from _helpers import (det_data_overrides, loader_overrides, page_command, run_tool,
                           seg_data_overrides, short_run_overrides)
     overrides = (det_data_overrides if data == 'det' else seg_data_overrides)(demo_root)
     work = tmp_path / 'work'
-    rc, out = run_tool('tools/train.py', config, '--work-dir', work, '--cfg-options',
+    ckpt = work / 'iter_2.pth'
+    train, test = {  # the demo page's commands
+        'det': (page_command(r'python tools/train\.py configs/demo/mask_rcnn_vit3_plain_demo\.py'),
+                page_command(r'python tools/test\.py configs/demo/mask_rcnn_vit3_plain_demo\.py ',
+                             {r'work_dirs/\S+\.pth': ckpt})),
+        'seg': (page_command(r'python tools/train\.py configs/demo/upernet_vit3_plain_demo\.py'),
+                page_command(r'python tools/test\.py configs/demo/upernet_vit3_plain_demo\.py ',
+                             {r'work_dirs/\S+\.pth': ckpt}))}[data]
+    assert train[1] == test[1] == config
+    rc, out = run_tool(*train, '--work-dir', work, '--cfg-options',
                        *short_run_overrides(), *overrides)
     assert rc == 0, out[-5000:]
     assert "type='PlainViT3'" in out  # the config mmengine printed
-    ckpt = work / 'iter_2.pth'
     assert ckpt.is_file(), out[-3000:]
     assert metric in out
-    rc, out = run_tool('tools/test.py', config, ckpt, '--work-dir', tmp_path / 'test',
+    rc, out = run_tool(*test, '--work-dir', tmp_path / 'test',
                        '--cfg-options', *loader_overrides('', num_workers=0,
                                                           persistent_workers=False),
                        *overrides)
