@@ -110,3 +110,22 @@ def test_image_demo_amp_draws_its_picture_with_bf16_features(demo_root, tmp_path
     assert rc == 0, out[-4000:]
     assert '--amp: backbone and neck under bfloat16 autocast' in out
     assert (tmp_path / 'out' / 'vis' / 'val_00000.jpg').is_file()
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_once(monkeypatch, log_lines):
+    from mmvit3.engine import amp
+    monkeypatch.setattr(amp, 'cpu_isa', lambda: ['avx2'])
+    amp.warn_if_bf16_is_emulated.cache_clear()
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(4, 4)
+    try:
+        with feature_autocast(model):
+            model.backbone(torch.randn(2, 4))
+            model.backbone(torch.randn(2, 4))
+        warned = [line for line in log_lines if 'without bfloat16 matrix instructions' in line]
+        assert len(warned) == 1 and 'avx2' in warned[0]
+        monkeypatch.setattr(amp, 'cpu_isa', lambda: ['avx2', 'avx512', 'avx512_bf16'])
+        amp.warn_if_bf16_is_emulated.cache_clear()
+        assert amp.warn_if_bf16_is_emulated() is False
+    finally:
+        amp.warn_if_bf16_is_emulated.cache_clear()

@@ -273,3 +273,14 @@ def test_variants_are_measured_apart_and_reported_against_fp32_eager_fixed(tmp_p
     assert '| backbone | H-ViT3-T [bf16] | infer | 800x1344 | 0.500 | 0.50x | 0.0 |  |' in variants
     assert ('| backbone | H-ViT3-T [compiled, multi-scale] | train | 800x1344 | 3.300 | 1.10x | '
             '40.0 | 3 |') in variants
+
+
+@pytest.mark.parametrize('record', sorted(p.parent.name for p in
+                                          (ROOT / 'docs' / 'benchmarks').glob('*/results.jsonl')))
+def test_recorded_benchmark_tables_are_the_tools_output_of_their_results(record):
+    """The tables under docs/benchmarks/ are what tools/benchmark.py writes
+    from the results.jsonl beside them (--replot), not typed."""
+    folder = ROOT / 'docs' / 'benchmarks' / record
+    machine = json.loads((folder / 'machine.json').read_text())
+    results = benchmark.aggregate(benchmark.read_results(str(folder)))
+    assert (folder / 'benchmark.md').read_text() == benchmark.markdown(results, machine)

@@ -18,6 +18,8 @@ come back as float32 and the heads, losses and box decoding stay float32.
 * Anywhere else (the inferencers, a script): :func:`feature_autocast`.
 """
 import contextlib
+import functools
+import logging
 from typing import Any, Iterator, Optional, Union
 
 import torch
@@ -27,12 +29,15 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 
 from ..errors import ConfigError
+from ..tuning import cpu_isa
 from .hooks import unwrapped_model
 
 #: the parts of a detector / segmentor that hold almost all of its compute:
 #: compiled by CompileHook, autocast here
 FEATURE_PARTS = ('backbone', 'neck')
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
+#: what cpu_isa() calls the CPU features that compute in bfloat16
+BF16_ISA = {'avx512_bf16', 'amx'}
 
 
 def amp_dtype(value: Union[str, torch.dtype]) -> torch.dtype:
@@ -62,9 +67,26 @@ def feature_parts(model: nn.Module) -> list:
             if isinstance(getattr(model, name, None), nn.Module)]
 
 
+@functools.lru_cache(maxsize=None)
+def warn_if_bf16_is_emulated() -> bool:
+    """Log once per process, and return True, when this CPU has no bfloat16
+    matrix instructions (avx512_bf16 or AMX): bfloat16 autocast then only
+    adds conversions around float32 arithmetic."""
+    isa = cpu_isa()
+    if BF16_ISA & set(isa):
+        return False
+    print_log(f'bfloat16 autocast on a CPU without bfloat16 matrix instructions (it reports '
+              f'{" ".join(isa) or "no known vector extensions"}; none of '
+              f'{", ".join(sorted(BF16_ISA))}): expect it to be slower than float32',
+              logger='current', level=logging.WARNING)
+    return True
+
+
 def _autocast_forward(inner, dtype: torch.dtype):
     def forward(*args, **kwargs):
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), 'cpu')
+        if device == 'cpu' and dtype is torch.bfloat16:
+            warn_if_bf16_is_emulated()
         with torch.autocast(device, dtype=dtype):
             return _to_float32(inner(*args, **kwargs))
 
