@@ -8,6 +8,7 @@ spends a few seconds importing mmdet / mmseg); helpers in tests/_helpers.py,
 the tiny data set (``demo_root``) in tests/conftest.py.
 """
 import hashlib
+import re
 from pathlib import Path
 
 import cv2
@@ -257,6 +258,24 @@ def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
     assert rc == 2, out[-5000:]
     assert 'holds a ViT3 tiny, the model is a ViT3 small: set arch' in out, out[-3000:]
     assert str(ckpt) in out and 'Traceback' not in out and 'aAcc' not in out
+
+
+def test_the_segmentation_demo_learns(tmp_path):
+    """The segmentation demo as the page runs it, cut to 40 iterations on 16
+    images of 64 px: its validation mIoU clears a floor that the untrained
+    model does not reach (14.1 untrained, 40.2 after the 40 iterations on
+    an AMD EPYC with 2 threads; the run is seeded)."""
+    root = tmp_path / 'demo'
+    make_demo_data.make_demo_data(str(root), seed=0, num_train=16, num_val=8, size=64)
+    rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/upernet_vit3_demo\.py'),
+                       '--work-dir', tmp_path / 'seg', '--cfg-options',
+                       *[o for o in short_run_overrides() if 'batch_size' not in o],
+                       'train_cfg.max_iters=40', 'train_cfg.val_interval=40',
+                       'default_hooks.checkpoint.interval=40', 'train_dataloader.batch_size=4',
+                       *seg_data_overrides(root))
+    assert rc == 0, out[-5000:]
+    miou = float(re.findall(r'mIoU: ([\d.]+)', out)[-1])
+    assert miou >= 25, out[-3000:]
 
 
 def test_test_tool_rejects_missing_checkpoint(tmp_path):
