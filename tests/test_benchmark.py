@@ -109,6 +109,10 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     # the CPU's features and torch's kernel choice beside every figure
     assert machine['isa'] == (' '.join(malloc.cpu_isa()) or 'unknown')
     assert f"ISA {machine['isa']} (torch's CPU kernels: {machine['torch_cpu_kernels']})" in table
+    # ... and the tuning choices that follow from it
+    native = {'avx512_bf16', 'amx'} & set(malloc.cpu_isa())
+    assert f"tuning: {machine['tuning']}" in table
+    assert ('bf16 computed natively' if native else 'bf16 emulated') in machine['tuning']
 
 
 def test_cpu_isa_reads_the_flags(tmp_path):

@@ -16,7 +16,8 @@ import time
 from typing import List, Optional
 
 from .. import tuning as malloc
-from ..engine.amp import feature_autocast, feature_parts
+from ..engine.amp import BF16_ISA, feature_autocast, feature_parts
+from ..models.impl import AUTO_DEVICES
 from .models import build, det_samples
 from .parts import profile_ops, time_parts
 
@@ -179,8 +180,14 @@ def machine_info(device: str, threads: Optional[int]) -> dict:
     if device == 'cuda' and torch.cuda.is_available():
         info['gpu'] = torch.cuda.get_device_name()
     elif device == 'cpu':  # what the CPU reports, what each measurement's process does
-        info['isa'] = ' '.join(malloc.cpu_isa()) or 'unknown'
+        isa = malloc.cpu_isa()
+        info['isa'] = ' '.join(isa) or 'unknown'
         info['torch_cpu_kernels'] = torch.backends.cpu.get_cpu_capability()
+        bf16 = sorted(BF16_ISA & set(isa))
+        info['tuning'] = (
+            "impl='auto' runs the fused kernels on " + ', '.join(AUTO_DEVICES) + '; bf16 '
+            + (f'computed natively ({", ".join(bf16)})' if bf16 else
+               'emulated (no avx512_bf16 / amx: slower than fp32)'))
         if malloc.malloc_tunable():
             setting = malloc.malloc_setting()
             info['malloc'] = (

@@ -128,6 +128,7 @@ def markdown(results: Sequence[dict], machine: dict) -> str:
     over_rounds = (f' (median over {span} rounds, the whole plan run one '
                    'measurement after the other each round)' if rounds[-1] > 1 else '')
     malloc = f"; {machine['malloc']}" if machine.get('malloc') else ''
+    malloc += f"; tuning: {machine['tuning']}" if machine.get('tuning') else ''
     lines = [
         f"Measured {machine['date']} on {hw}{malloc}; torch {machine['torch']}, "
         f"device {machine['device']}, batch "
