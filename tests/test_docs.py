@@ -67,3 +67,14 @@ def test_the_readme_is_short_starts_with_installation_and_has_contents():
     contents = text[text.index('## Contents'):text.index('## Installation')]
     linked = {m[2] for m in LINK.finditer(contents)}
     assert {f'#{slug(s)}' for s in sections[1:]} <= linked, sections
+
+
+def test_the_demo_page_quotes_the_recorded_demo_run():
+    """docs/demo.md's box / mask AP of the detection demo are the recorded
+    tools/test.py line's (docs/benchmarks/demo_amp_cpu.md, its first, float32
+    line), not typed."""
+    record = (ROOT / 'docs' / 'benchmarks' / 'demo_amp_cpu.md').read_text()
+    line = re.search(r'^Iter\(test\).*$', record, re.M)[0]
+    box, mask = (100 * float(re.search(rf'coco/{k}_mAP: ([\d.]+)', line)[1]) for k in ('bbox', 'segm'))
+    page = (ROOT / 'docs' / 'demo.md').read_text()
+    assert f'box AP {box:.1f} and mask AP {mask:.1f} in the recorded run' in page
