@@ -66,7 +66,7 @@ def measure(job: dict) -> dict:
                for h, w in sizes]
     if job.get('execution') == 'compiled':
         torch._dynamo.config.recompile_limit = len(sizes) + 2
-        for part in (feature_parts(model) if detector else [model]):
+        for part in (feature_parts(model).values() if detector else [model]):
             part.forward = torch.compile(part.forward, dynamic=False,
                                          backend=job.get('compile_backend', 'inductor'))
 

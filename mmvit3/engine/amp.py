@@ -20,7 +20,7 @@ come back as float32 and the heads, losses and box decoding stay float32.
 import contextlib
 import functools
 import logging
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -59,12 +59,12 @@ def _to_float32(out: Any) -> Any:
     return out
 
 
-def feature_parts(model: nn.Module) -> list:
-    """The model's backbone and neck (those it has), through model
+def feature_parts(model: nn.Module) -> Dict[str, nn.Module]:
+    """The model's backbone and neck (those it has) by name, through model
     wrappers."""
     model = getattr(model, 'module', model)  # DDP and TTA wrappers
-    return [getattr(model, name) for name in FEATURE_PARTS
-            if isinstance(getattr(model, name, None), nn.Module)]
+    return {name: getattr(model, name) for name in FEATURE_PARTS
+            if isinstance(getattr(model, name, None), nn.Module)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,7 +110,7 @@ def feature_autocast(model: nn.Module, dtype: Union[str, torch.dtype] = torch.bf
     # what each part's forward is now: the class's (None) or one installed
     # as an attribute before (CompileHook's); it comes back on exit
     saved = [(part, vars(part).get('forward'))
-             for part in (feature_parts(model) if enabled else [])]
+             for part in (feature_parts(model).values() if enabled else [])]
     for part, _ in saved:
         part.forward = _autocast_forward(part.forward, dtype)
     try:

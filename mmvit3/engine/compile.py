@@ -24,7 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from ..errors import ConfigError
-from .amp import FEATURE_PARTS
+from .amp import feature_parts
 from .hooks import unwrapped_model
 
 
@@ -107,11 +107,9 @@ class CompileHook(Hook):
         # mmengine compiled the whole train_step as an attribute of the
         # model (or of its DDP wrapper): back to the class's own
         vars(runner.model).pop('train_step', None)
-        model = unwrapped_model(runner)
-        parts = [name for name in FEATURE_PARTS
-                 if isinstance(getattr(model, name, None), nn.Module)]
-        for name in parts:
-            compile_for_training(getattr(model, name), options, self.max_sizes)
+        parts = feature_parts(unwrapped_model(runner))
+        for part in parts.values():
+            compile_for_training(part, options, self.max_sizes)
         print_log(f'compile: {" and ".join(parts)} compiled for training, one graph '
                   f'per input size (train_step, heads and optimizer step eager)',
                   logger='current')
