@@ -2,7 +2,8 @@
 """``DetInferencer`` / ``MMSegInferencer`` with the checkpoint checked
 against the model before any weight is loaded (another arch or task is an
 error, not a partial load), the outputs checked never to replace an input,
-and segmentation label maps saved under the image's name.
+and segmentation label maps saved under the image's name; a segmentation
+class named ``background`` is left unpainted in the pictures.
 
 Output layout (the inferencers'): ``OUT/vis/<image name>`` pictures and,
 on request, ``OUT/preds/<image stem>.json`` (detection: boxes, labels,
@@ -22,6 +23,9 @@ from ..datasets import file_id
 from ..errors import OutputError, OutputOverwritesInputError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+# a segmentation class of this name is not drawn (mmseg's visualizer skips
+# label values past its classes)
+BACKGROUND = 'background'
 
 
 def list_images(inputs: str) -> List[str]:
@@ -86,6 +90,22 @@ def _checked(cls):
                 check_model_checkpoint(model, checkpoint, complete=True)
             super()._load_weights_to_model(model, checkpoint, cfg)
 
+        def visualize(self, inputs, preds, *args, **kwargs):
+            # MMSegInferencer only: the pictures draw the real classes, not
+            # the background (the saved label maps keep it)
+            classes = list(self.model.dataset_meta.get('classes') or ())
+            if BACKGROUND in classes:
+                drawn = []
+                for pred in preds:
+                    pred = pred.clone()  # shares its tensors: replace, not edit
+                    label = pred.pred_sem_seg.data.clone()
+                    label[label == classes.index(BACKGROUND)] = len(classes)
+                    pred.pred_sem_seg = pred.pred_sem_seg.clone()
+                    pred.pred_sem_seg.data = label
+                    drawn.append(pred)
+                preds = drawn
+            return super().visualize(inputs, preds, *args, **kwargs)
+
         def postprocess(self, preds, visualization, return_datasample=False,
                         pred_out_dir=''):
             # MMSegInferencer only: its own files are numbered 00000000_pred.png
@@ -103,6 +123,7 @@ def _checked(cls):
 
     if cls.__name__ == 'DetInferencer':
         del Checked.postprocess  # saves its predictions by image name
+        del Checked.visualize
     Checked.__name__ = Checked.__qualname__ = f'Checked{cls.__name__}'
     return Checked
 

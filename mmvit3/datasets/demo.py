@@ -10,9 +10,8 @@ layouts that the stock MMDetection / MMSegmentation dataset classes read:
     <out>/images/val/*.jpg
     <out>/ade/images/training/*.jpg          ADE20K layout (same images)
     <out>/ade/images/validation/*.jpg
-    <out>/ade/annotations/training/*.png     uint8 labels: 0 = background
-    <out>/ade/annotations/validation/*.png   (ignored with reduce_zero_label,
-                                              as in ADE20K), 1..3 = the shapes
+    <out>/ade/annotations/training/*.png     uint8 labels: 0 = background,
+    <out>/ade/annotations/validation/*.png   1..3 = the shapes
     <out>/.mmvit3_demo_data.json             the files written: a rerun replaces
                                              them, anything else it refuses
                                              (unless overwrite=True)
