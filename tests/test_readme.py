@@ -16,7 +16,8 @@ from _helpers import PAGES, ROOT, TESTS, page_commands
 NOT_RUN = {
     r'make (setup|test)$': ('CI runs make test (setup first) on a clean clone', ['.ci/run']),
     r'make demo$': ('its commands are the demo page\'s, run on the tiny data by',
-                    ['tests/test_demo_pipeline.py::test_detection_demo_train_and_test']),
+                    ['tests/test_demo_pipeline.py::test_the_detection_demo_learns',
+                     'tests/test_demo_pipeline.py::test_the_demo_picture_names_what_its_image_shows']),
     r'wget -O checkpoints/mask_rcnn_vit3_t_coco\.pth \'\S+\'$':
         ('a download (no network here): the URL is the Results table\'s, and the guide '
          'fine-tunes from a file of its layout',
@@ -25,7 +26,7 @@ NOT_RUN = {
     r'( CKPT| mask_rcnn_vit3_t_coco\.pth| \'https://\S+\')?$':
         ('COCO / ADE20K recipes: the same tools on the demo configs, the recipes\' models, '
          'pipelines and checkpoint layout; a model\'s link served from loopback',
-         ['tests/test_demo_pipeline.py::test_detection_demo_train_and_test',
+         ['tests/test_demo_pipeline.py::test_the_detection_demo_learns',
           'tests/test_configs.py::test_model_builds',
           'tests/test_configs.py::test_multiscale_train_pipeline_runs',
           'tests/test_image_demo.py::test_released_detection_checkpoint_evaluates_cleanly',
