@@ -5,6 +5,8 @@ carries the configs, tools and model index where mim looks
 ``mim train mmvit3 CONFIG`` trains one. The fresh environment borrows the
 project environment's libraries (torch, mmdet, ...) through a path file,
 so that only mmvit3 itself comes from the wheel."""
+import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -46,11 +48,9 @@ def test_the_wheel_carries_configs_tools_index_and_license(wheel):
     assert 'Apache License' in (ROOT / 'LICENSE').read_text()
 
 
-@pytest.fixture(scope='module')
-def fresh(wheel, tmp_path_factory):
-    """A new virtual environment with the wheel installed; the project
-    environment's libraries are visible to it, its mmvit3 is not."""
-    env = tmp_path_factory.mktemp('fresh') / 'env'
+def new_env(env: Path) -> Path:
+    """A new virtual environment at ``env`` that sees the project
+    environment's libraries (after its own); returns its python."""
     base = getattr(sys, '_base_executable', sys.executable)
     subprocess.run([base, '-m', 'venv', '--system-site-packages', str(env)], check=True,
                    timeout=TIMEOUT)
@@ -59,6 +59,14 @@ def fresh(wheel, tmp_path_factory):
                               'print(sysconfig.get_paths()["purelib"])'],
                              capture_output=True, text=True, check=True).stdout.strip()
     (Path(purelib) / '_project_env.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    return python
+
+
+@pytest.fixture(scope='module')
+def fresh(wheel, tmp_path_factory):
+    """A new virtual environment with the wheel installed; the project
+    environment's libraries are visible to it, its mmvit3 is not."""
+    python = new_env(tmp_path_factory.mktemp('fresh') / 'env')
     subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--no-deps', str(wheel)],
                    check=True, timeout=TIMEOUT)
     return python
@@ -93,3 +101,40 @@ def test_mim_train_runs_a_config_from_a_wheel(fresh, tmp_path, demo_root):
                   cwd=tmp_path)
     assert rc == 0 and 'Training finished successfully' in out, out[-3000:]
     assert (work / 'iter_1.pth').is_file()
+
+
+def test_mim_finds_an_editable_install_and_pip_removes_what_setup_added(tmp_path):
+    """tools/setup_env.sh's editable install and its link step, in a new
+    environment: ``mim search`` lists every config; ``pip uninstall``
+    removes the link and leaves the checkout as it was."""
+    pytest.importorskip('mim')
+    python = new_env(tmp_path / 'env')
+    script = (ROOT / 'tools' / 'setup_env.sh').read_text()
+    link_step = re.search(r'^"\$PYTHON" (-m mmvit3\.cli\.editable_install)$', script, re.M)[1]
+    subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
+                    '-e', str(ROOT)], check=True, timeout=TIMEOUT, capture_output=True)
+    purelib = Path(subprocess.run([str(python), '-c', 'import sysconfig; '
+                                   'print(sysconfig.get_paths()["purelib"])'],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    rc, out = mim(python, 'search', 'mmvit3', cwd=tmp_path)
+    assert rc != 0 and 'model-index.yml' in out  # what an editable install alone gives
+
+    proc = subprocess.run([str(python), *link_step.split()], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0 and 'linked' in proc.stdout, proc.stdout + proc.stderr
+    assert (purelib / 'mmvit3').resolve() == ROOT / 'mmvit3'
+    rc, out = mim(python, 'search', 'mmvit3', cwd=tmp_path)
+    assert rc == 0, out[-3000:]
+    for model in index_models():
+        assert f"config id: {model['Name']}" in out, model['Name']
+    # a second run changes nothing
+    proc = subprocess.run([str(python), *link_step.split()], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0 and 'already' in proc.stdout, proc.stdout + proc.stderr
+
+    before = sorted(p.name for p in (ROOT / 'mmvit3').iterdir())
+    subprocess.run([str(python), '-m', 'pip', 'uninstall', '-y', '-q', 'mmvit3'],
+                   check=True, timeout=TIMEOUT, capture_output=True)
+    assert not os.path.lexists(purelib / 'mmvit3')
+    assert sorted(p.name for p in (ROOT / 'mmvit3').iterdir()) == before
+    assert (ROOT / 'mmvit3' / '.mim' / 'configs').is_dir()

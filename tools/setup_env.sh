@@ -94,6 +94,9 @@ fi
 # 3. mmvit3, mmdet, mmsegmentation and the test tools
 echo "[setup] installing mmvit3 (editable) with mmdet and mmsegmentation"
 pip_install -e "$ROOT[tests]"
+# mim looks in <site-packages>/mmvit3/.mim, which an editable install leaves
+# empty: link the checkout's package there (pip uninstall removes the link)
+"$PYTHON" -m mmvit3.cli.editable_install
 # openmim (for the tests of mim's doors) without its declared dependency
 # opendatalab, which mim does not import and whose openxlab pins and downgrades
 # setuptools and requests; what mim does import comes with the tests extra
