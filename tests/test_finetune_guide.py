@@ -3,7 +3,7 @@
 on the demo data, starting from a file in the layout of the authors' COCO
 checkpoint (the download needs the network, which tests do not have). The
 commands get short-run overrides only (one epoch of two images of the tiny
-demo set, one validation image, no worker processes); on a machine without a GPU the recipe's mixed-precision
+demo set at 128 px, one validation image, no worker processes); on a machine without a GPU the recipe's mixed-precision
 command stops with the message that names the CPU command."""
 import re
 import subprocess
@@ -18,7 +18,12 @@ SHORT = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2',
          'train_dataloader.dataset.indices=2', 'val_dataloader.dataset.indices=1',
          'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
          'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+         # the recipe's scales, cut from 480-800 px to 128 px for the 64 px demo images
+         'train_dataloader.dataset.pipeline.3.transforms.0.0.scales=[(128,128)]',
+         'train_dataloader.dataset.pipeline.3.transforms.1.2.scales=[(128,128)]',
+         'val_dataloader.dataset.pipeline.1.scale=(128,128)',
+         'test_dataloader.dataset.pipeline.1.scale=(128,128)']
 
 
 def readme_section():
