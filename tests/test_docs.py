@@ -78,3 +78,34 @@ def test_the_demo_page_quotes_the_recorded_demo_run():
     box, mask = (100 * float(re.search(rf'coco/{k}_mAP: ([\d.]+)', line)[1]) for k in ('bbox', 'segm'))
     page = (ROOT / 'docs' / 'demo.md').read_text()
     assert f'box AP {box:.1f} and mask AP {mask:.1f} in the recorded run' in page
+
+
+def recorded_demo_runs():
+    """{config stem: {metric: value}} of docs/benchmarks/demos_cpu.md (the
+    tools' own lines: the test's metrics and the last training line's
+    seconds an iteration)."""
+    record = (ROOT / 'docs' / 'benchmarks' / 'demos_cpu.md').read_text()
+    runs = {}
+    for name, block in re.findall(r'configs/demo/(\w+)\.py`, then.*?```text\n(.*?)```', record, re.S):
+        train, test = block.strip().splitlines()
+        values = {k: float(v) for k, v in re.findall(r'(\w+/?\w*): ([\d.]+)', test)}
+        values['step_s'] = float(re.search(r' time: ([\d.]+)', train)[1])
+        runs[name] = values
+    return runs
+
+
+def test_the_demo_page_quotes_the_recorded_segmentation_and_plain_runs():
+    """docs/demo.md's figures of the segmentation and plain demos are the
+    recorded runs' (docs/benchmarks/demos_cpu.md), not typed."""
+    runs = recorded_demo_runs()
+    assert set(runs) == {'upernet_vit3_demo', 'upernet_vit3_plain_demo',
+                         'mask_rcnn_vit3_plain_demo'}
+    seg, plain_seg, plain_det = (runs[k] for k in ('upernet_vit3_demo', 'upernet_vit3_plain_demo',
+                                                   'mask_rcnn_vit3_plain_demo'))
+    page = re.sub(r'\s+', ' ', (ROOT / 'docs' / 'demo.md').read_text())
+    for claim in (f"the segmentation demo reaches mIoU {seg['mIoU']:.1f} over the four classes",
+                  f"steps at {plain_det['step_s']:.2f} s an iteration and reaches box AP "
+                  f"{100 * plain_det['coco/bbox_mAP']:.1f} and mask AP "
+                  f"{100 * plain_det['coco/segm_mAP']:.1f} after 720 iterations",
+                  f"(MultiLevelNeck, 120 iterations) reaches mIoU {plain_seg['mIoU']:.1f}"):
+        assert claim in page, claim
