@@ -309,9 +309,9 @@ def det_sample(h, w, seed=0):
     return img, sample
 
 
-def seg_sample(h, w, seed=0):
+def seg_sample(h, w, seed=0, ignored=True):
     """A random ``(3, h, w)`` uint8 image and a SegDataSample with random
-    labels, the top third ignored (255)."""
+    labels, the top third ignored (255) with ``ignored``."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     rng = np.random.default_rng(seed)
@@ -319,7 +319,8 @@ def seg_sample(h, w, seed=0):
         img_path='', img_shape=(h, w), ori_shape=(h, w),
         reduce_zero_label=True))
     label = rng.integers(0, 3, (1, h, w))
-    label[:, :h // 3] = 255  # ignored pixels, as ADE20K's 'other'
+    if ignored:
+        label[:, :h // 3] = 255  # ignored pixels, as ADE20K's 'other'
     sample.gt_sem_seg = PixelData(data=torch.from_numpy(label))
     img = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
     return img, sample

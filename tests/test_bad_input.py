@@ -10,6 +10,7 @@ Covered elsewhere: a missing data root or annotation file
 (test_checkpoint.py, test_vit3.py; here only through a config).
 """
 import copy
+import functools
 import json
 
 import cv2
@@ -51,7 +52,8 @@ def test_tiny_image_trains_and_tests(config, pad):
         merge[f'model.data_preprocessor.{key}'] = pad
     cfg = demo_cfg(config, **merge)
     model = demo_model(cfg)
-    make = det_sample if det else seg_sample
+    # the segmentation demo's labels: background and shapes, none ignored
+    make = det_sample if det else functools.partial(seg_sample, ignored=False)
     samples = [make(*TINY, seed=s) for s in (0, 1)]
     backbone_sizes = []
     model.backbone.register_forward_hook(

@@ -143,8 +143,8 @@ def test_demo_model_training_step_under_bf16_autocast(config):
     bfloat16 kernels ("expected scalar type Float but found BFloat16")."""
     det = config == DET_CFG
     model = demo_model(demo_cfg(config)).train()
-    samples = [(det_sample if det else seg_sample)(64, 64, seed=s)
-               for s in (0, 1)]
+    samples = [det_sample(64, 64, seed=s) if det else  # demo labels: none ignored
+               seg_sample(64, 64, seed=s, ignored=False) for s in (0, 1)]
     extract_feat = model.extract_feat
 
     def step(dtype):

@@ -27,8 +27,10 @@ max_iters = 120
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN when not distributed
 
 # the demo images (256x256 unless made with another --size) are used as they
-# are: no resizing or cropping, batches padded to a multiple of 32
-data_preprocessor = dict(size=None, size_divisor=32)
+# are: no resizing or cropping, batches padded to a multiple of 32, the
+# padding labelled background (mmseg's CrossEntropyLoss with class_weight
+# fails on ignored (255) labels; the demo data has none)
+data_preprocessor = dict(size=None, size_divisor=32, seg_pad_val=0)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
