@@ -80,7 +80,7 @@ def _checked(cls):
     """``cls`` (an inferencer class) with the checkpoint checked against the
     built model first (:func:`~mmvit3.engine.fit.check_model_checkpoint`,
     complete: inference needs every weight) and, for segmentation, label
-    maps named after their images."""
+    maps named after their images and pictures without the background."""
 
     class Checked(cls):
         save_preds = False
