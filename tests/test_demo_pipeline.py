@@ -196,13 +196,13 @@ def test_the_detection_demo_learns(tmp_path):
     rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/mask_rcnn_vit3_demo\.py '
                                      r'--work-dir', {r'work_dirs/\S+': work}),
                        '--cfg-options', *short_run_overrides(), 'train_cfg.max_iters=40',
-                       'train_cfg.val_interval=40', 'default_hooks.checkpoint.interval=40',
+                       # evaluated by the page's tools/test.py below, not twice
+                       'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=40',
                        'param_scheduler.0.end=5', 'param_scheduler.1.begin=5',
                        'param_scheduler.1.end=40', *data)
     assert rc == 0, out[-5000:]
     ckpt = work / 'iter_40.pth'
     assert ckpt.is_file(), out[-3000:]
-    assert 'coco/bbox_mAP' in out  # evaluated at the end of training
 
     dump = tmp_path / 'det_results.pkl'
     rc, out = run_tool(*page_command(r'python tools/test\.py configs/demo/mask_rcnn_vit3_demo\.py ',

@@ -109,3 +109,16 @@ def test_the_demo_page_quotes_the_recorded_segmentation_and_plain_runs():
                   f"{100 * plain_det['coco/segm_mAP']:.1f} after 720 iterations",
                   f"(MultiLevelNeck, 120 iterations) reaches mIoU {plain_seg['mIoU']:.1f}"):
         assert claim in page, claim
+
+
+def test_the_export_page_quotes_the_recorded_plain_recipe_compile_run():
+    """docs/export.md's plain-recipe compile run is the recorded log's
+    (docs/benchmarks/compile_plain_recipe_cpu.md): one size, one graph per
+    part, and the first iteration's time."""
+    record = (ROOT / 'docs' / 'benchmarks' / 'compile_plain_recipe_cpu.md').read_text()
+    sizes = re.findall(r'^compile: (\w+) for input size (\S+) \((\d+) of', record, re.M)
+    assert [(part, n) for part, _, n in sizes] == [('PlainViT3', '1'), ('SimpleFPN', '1')]
+    assert sizes[0][1] == '1x3x1024x1024'
+    first = float(re.search(r'^Epoch\(train\) \[1\]\[1/\d+\].* time: ([\d.]+)', record, re.M)[1])
+    page = re.sub(r'\s+', ' ', (ROOT / 'docs' / 'export.md').read_text())
+    assert f'included, took {first:.0f} s on the AMD EPYC' in page
