@@ -48,6 +48,12 @@ def test_the_wheel_carries_configs_tools_index_and_license(wheel):
     assert 'Apache License' in (ROOT / 'LICENSE').read_text()
 
 
+def site_packages(python: Path) -> Path:
+    return Path(subprocess.run([str(python), '-c', 'import sysconfig; '
+                                'print(sysconfig.get_paths()["purelib"])'],
+                               capture_output=True, text=True, check=True).stdout.strip())
+
+
 def new_env(env: Path) -> Path:
     """A new virtual environment at ``env`` that sees the project
     environment's libraries (after its own); returns its python."""
@@ -55,10 +61,8 @@ def new_env(env: Path) -> Path:
     subprocess.run([base, '-m', 'venv', '--system-site-packages', str(env)], check=True,
                    timeout=TIMEOUT)
     python = env / 'bin' / 'python'
-    purelib = subprocess.run([str(python), '-c', 'import sysconfig; '
-                              'print(sysconfig.get_paths()["purelib"])'],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / '_project_env.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    (site_packages(python) / '_project_env.pth').write_text(
+        sysconfig.get_paths()['purelib'] + '\n')
     return python
 
 
@@ -113,9 +117,7 @@ def test_mim_finds_an_editable_install_and_pip_removes_what_setup_added(tmp_path
     link_step = re.search(r'^"\$PYTHON" (-m mmvit3\.cli\.editable_install)$', script, re.M)[1]
     subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
                     '-e', str(ROOT)], check=True, timeout=TIMEOUT, capture_output=True)
-    purelib = Path(subprocess.run([str(python), '-c', 'import sysconfig; '
-                                   'print(sysconfig.get_paths()["purelib"])'],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib = site_packages(python)
     rc, out = mim(python, 'search', 'mmvit3', cwd=tmp_path)
     assert rc != 0 and 'model-index.yml' in out  # what an editable install alone gives
 
