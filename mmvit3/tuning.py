@@ -1,7 +1,9 @@
 # Copyright (c) mmvit3 authors. All rights reserved.
-"""Tuning of a CPU process: what the CPU reports (:func:`cpu_isa`), and
-glibc's ``malloc`` made to keep the memory a step frees, so that the next
-step reuses it instead of faulting fresh pages in.
+"""Tuning of a CPU process: what the CPU reports (:func:`cpu_isa`), the
+choices made from it (:func:`choices`; ``MMVIT3_TUNING`` forces them,
+:func:`apply_overrides`), and glibc's ``malloc`` made to keep the memory a
+step frees, so that the next step reuses it instead of faulting fresh pages
+in.
 
 PyTorch on CPU allocates each step's large tensors anew through ``malloc``.
 glibc serves blocks over 32 MiB with ``mmap`` and unmaps them when they are
@@ -20,10 +22,18 @@ import os
 import platform
 import sys
 
+from typing import Dict
+
 from .errors import ConfigError
+from .kernels import linear_cpu
 
 #: Environment variable: ``default`` leaves glibc's malloc as it is.
 ENV_VAR = 'MMVIT3_MALLOC'
+#: Environment variable: choices forced, ``name=value`` pairs separated by
+#: commas (:data:`OVERRIDES`); empty: every choice follows the CPU.
+TUNING_ENV_VAR = 'MMVIT3_TUNING'
+#: What ``MMVIT3_TUNING`` can force: name -> value -> setting.
+OVERRIDES = {'linear': {'onednn': True, 'blas': False, 'auto': None}}
 
 # mallopt parameters, from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -87,3 +97,45 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     # mallopt returns 1 on success; -1 is SIZE_MAX for the size_t threshold
     return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, -1) == 1
+
+
+def parse_overrides(text: str) -> Dict[str, str]:
+    """``'linear=blas'`` -> ``{'linear': 'blas'}``.
+
+    Raises:
+        ConfigError: an unknown name or value.
+    """
+    forced = {}
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        name, _, value = item.partition('=')
+        name, value = name.strip().lower(), value.strip().lower()
+        if name not in OVERRIDES or value not in OVERRIDES[name]:
+            known = '; '.join(f"{n}={'|'.join(v)}" for n, v in OVERRIDES.items())
+            raise ConfigError(f'{TUNING_ENV_VAR}: cannot read {item!r}; it takes comma-separated '
+                              f'name=value pairs: {known}')
+        forced[name] = value
+    return forced
+
+
+def apply_overrides() -> Dict[str, str]:
+    """Force the choices ``MMVIT3_TUNING`` names (the others follow the CPU),
+    for the rest of this process; mmvit3's tools call it. Returns what it
+    forced.
+
+    Raises:
+        ConfigError: ``MMVIT3_TUNING`` cannot be read.
+    """
+    forced = parse_overrides(os.environ.get(TUNING_ENV_VAR, ''))
+    linear_cpu.set_onednn_linear(OVERRIDES['linear'][forced.get('linear', 'auto')])
+    return forced
+
+
+def choices() -> Dict[str, str]:
+    """Each run-time choice of the fused kernels on CPU, as it stands in this
+    process, and why (what the CPU reports, or ``MMVIT3_TUNING``)."""
+    import torch
+    capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: '?')()
+    onednn = linear_cpu.onednn_linear()
+    why = (f'forced by {TUNING_ENV_VAR}' if linear_cpu.onednn_linear_forced() else
+           f'torch\'s CPU kernels: {capability}')
+    return {'linear': f"{'oneDNN' if onednn else 'BLAS'} float32 matrix products ({why})"}

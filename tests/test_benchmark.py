@@ -13,6 +13,7 @@ from _helpers import page_command
 
 from mmvit3 import benchmark
 from mmvit3 import tuning as malloc
+from mmvit3.kernels import linear_cpu
 from mmvit3.cli.benchmark import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,27 @@ def test_run_writes_table_plot_and_results(tmp_path, monkeypatch):
     native = {'avx512_bf16', 'amx'} & set(malloc.cpu_isa())
     assert f"tuning: {machine['tuning']}" in table
     assert ('bf16 computed natively' if native else 'bf16 emulated') in machine['tuning']
+
+
+def test_a_tuning_choice_is_measured_both_ways_and_the_default_follows_the_cpu(tmp_path):
+    """--tunings: each forced choice runs in its own process, which reports
+    the choice it ran with; the report sets each beside the default."""
+    out = tmp_path / 'bench'
+    assert benchmark.run(parse_args([
+        '--models', 'vit3-t', '--sizes', '64x96', '--modes', 'train', '--tunings', 'auto',
+        'linear=blas', 'linear=onednn', '--warmup', '0', '--repeat', '1', '--threads', '1',
+        '--out-dir', str(out)])) == 0
+    rows = {r['tuning']: r for r in map(json.loads, (out / 'results.jsonl').read_text().splitlines())}
+    assert rows['linear=blas']['choices']['linear'].startswith('BLAS')
+    assert rows['linear=onednn']['choices']['linear'].startswith('oneDNN')
+    default = 'oneDNN' if linear_cpu.onednn_linear_default() else 'BLAS'
+    assert rows['auto']['choices']['linear'].startswith(default)
+    assert "torch's CPU kernels" in rows['auto']['choices']['linear']
+    variants = (out / 'benchmark.md').read_text().split('Variants against')[1]
+    assert '| backbone | H-ViT3-T [linear=blas] | train | 64x96 |' in variants
+    assert '| backbone | H-ViT3-T [linear=onednn] | train | 64x96 |' in variants
+    with pytest.raises(SystemExit):
+        parse_args(['--tunings', 'linear=fast'])
 
 
 def test_cpu_isa_reads_the_flags(tmp_path):
@@ -251,7 +273,7 @@ def test_variants_are_measured_apart_and_reported_against_fp32_eager_fixed(tmp_p
         '--executions', 'compiled', '--compile-backend', 'eager', '--scales', 'multi',
         '--warmup', '0', '--repeat', '2', '--threads', '1', '--out-dir', str(out)])) == 0
     rows = [json.loads(line) for line in (out / 'results.jsonl').read_text().splitlines()]
-    assert [benchmark.variant(r) for r in rows] == [('bf16', 'compiled', 'multi')]
+    assert [benchmark.variant(r) for r in rows] == [('bf16', 'compiled', 'multi', 'auto')]
     assert benchmark.multi_sizes(64, 96) == [(64, 96), (96, 128)]
     for r in rows:
         assert 'error' not in r, r

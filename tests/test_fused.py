@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmvit3 import ViT3
+from mmvit3.kernels import linear_cpu
 from mmvit3.models import impl
 from mmvit3.models.vit3 import ConvStem, PatchMerging
 
@@ -89,6 +90,29 @@ def test_fused_equals_plain(batch, hw, with_cp, norm_eval):
     assert_same(result32, reference, max(F32_RTOL, 2 * plain_worst), skip)
     if norm_eval:
         assert_same(result32, plain_result32, RTOL)
+
+
+@pytest.mark.skipif(not linear_cpu.onednn_available(), reason='torch without oneDNN')
+def test_onednn_and_blas_matrix_products_give_the_same_model():
+    """The float32 matrix products of the fused ops through oneDNN (chosen
+    on AVX-512 CPUs) and through the BLAS: the same outputs and gradients
+    to float32 rounding, each path taking its own kernels."""
+    torch.manual_seed(0)
+    model = ViT3(arch='tiny', impl='fused', drop_path_rate=0.).train()
+    x = torch.randn(2, 3, 45, 61)
+    results, onednn_calls = {}, {}
+    try:
+        for onednn in (True, False):
+            linear_cpu.set_onednn_linear(onednn)
+            with torch.profiler.profile() as prof:
+                results[onednn] = run(model, x)
+            onednn_calls[onednn] = sum(e.count for e in prof.key_averages()
+                                       if e.key == 'mkldnn::_linear_pointwise')
+    finally:
+        linear_cpu.set_onednn_linear(None)
+    # qkv and fc1 forward and backward, fc2 forward: five products per block
+    assert onednn_calls == {True: 5 * sum(model.depths), False: 0}
+    assert_same(results[True], results[False], RTOL, skip=bias_before_train_bn(model))
 
 
 def _fused_modules(model):

@@ -1,5 +1,7 @@
 """mmvit3.tuning: on glibc, CPU runs reuse the memory a step frees
-(no fresh pages to fault in, no trimming), and users can turn it off."""
+(no fresh pages to fault in, no trimming), and users can turn it off; the
+fused kernels' matrix products follow what torch reports of the CPU, and
+``MMVIT3_TUNING`` forces them."""
 import json
 import os
 import subprocess
@@ -12,6 +14,8 @@ from _helpers import SEG_CFG, seg_data_overrides
 
 from mmvit3 import tuning as malloc
 from mmvit3.cli import runner as tools
+from mmvit3.errors import ConfigError
+from mmvit3.kernels import linear_cpu
 
 # Runs in a process of its own (mallopt is process-wide): allocates and frees
 # a 64 MiB tensor a few times, then frees a 512 MiB one; prints the page
@@ -87,6 +91,42 @@ def test_nothing_to_do_off_glibc(monkeypatch):
     assert not malloc.keep_freed_memory()
 
 
+def test_the_matrix_product_choice_follows_what_torch_reports_of_the_cpu():
+    """oneDNN where torch's CPU kernels use AVX-512, the BLAS with AVX2 alone
+    (ATEN_CPU_CAPABILITY=avx2 makes this CPU report AVX2 to torch)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    expected = linear_cpu.onednn_available() and capability.startswith('AVX512')
+    assert linear_cpu.onednn_linear_default() == expected
+    assert malloc.choices()['linear'] == (
+        f"{'oneDNN' if expected else 'BLAS'} float32 matrix products "
+        f"(torch's CPU kernels: {capability})")
+    code = 'from mmvit3 import tuning; print(tuning.choices()["linear"])'
+    env = dict(os.environ, ATEN_CPU_CAPABILITY='avx2')
+    env.pop(malloc.TUNING_ENV_VAR, None)
+    out = subprocess.run([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    assert out.strip() == "BLAS float32 matrix products (torch's CPU kernels: AVX2)"
+
+
+@pytest.mark.skipif(not linear_cpu.onednn_available(), reason='torch without oneDNN')
+def test_mmvit3_tuning_forces_a_choice_and_names_what_it_takes(monkeypatch):
+    try:
+        for text, onednn in (('linear=blas', False), (' linear = ONEDNN ', True),
+                             ('linear=auto', linear_cpu.onednn_linear_default()),
+                             ('', linear_cpu.onednn_linear_default())):
+            monkeypatch.setenv(malloc.TUNING_ENV_VAR, text)
+            malloc.apply_overrides()
+            assert linear_cpu.onednn_linear() == onednn, text
+            forced = 'auto' not in text and text
+            assert ('forced by MMVIT3_TUNING' in malloc.choices()['linear']) == bool(forced)
+        for text in ('linear=fast', 'speed=max', 'linear'):
+            monkeypatch.setenv(malloc.TUNING_ENV_VAR, text)
+            with pytest.raises(ConfigError, match='MMVIT3_TUNING.*linear=onednn|blas|auto'):
+                malloc.apply_overrides()
+    finally:
+        linear_cpu.set_onednn_linear(None)
+
+
 class _Stop(Exception):
     pass
 
@@ -115,13 +155,17 @@ def test_cpu_training_keeps_freed_memory(demo_root, tmp_path, monkeypatch):
         _run_train_tool(demo_root, tmp_path)
     assert calls == [1]
     assert any('malloc keeps freed memory' in msg for msg in logged), logged
+    assert f"CPU run: {malloc.choices()['linear']}" in logged  # the choice, in the log
 
 
+@pytest.mark.parametrize('var,value,message', [
+    (malloc.ENV_VAR, 'fast', 'MMVIT3_MALLOC must be'),
+    (malloc.TUNING_ENV_VAR, 'linear=fast', "MMVIT3_TUNING: cannot read 'linear=fast'")])
 def test_bad_setting_stops_the_tools_before_building(demo_root, tmp_path, monkeypatch,
-                                                     capsys):
+                                                     capsys, var, value, message):
     from mmvit3.cli import train
-    monkeypatch.setenv(malloc.ENV_VAR, 'fast')
+    monkeypatch.setenv(var, value)
     assert train.main([SEG_CFG, '--work-dir', str(tmp_path), '--cfg-options',
                        *seg_data_overrides(demo_root)]) == 2
-    assert 'MMVIT3_MALLOC must be' in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # stopped before the Runner wrote anything

@@ -125,6 +125,8 @@ def measure(job: dict) -> dict:
                   images_per_s=job['batch'] / sec, peak_gib=peak,
                   base_gib=base, step_gib=peak - base,
                   first_seconds=first)
+    if not cuda:  # what this process's fused kernels chose
+        result['choices'] = malloc.choices()
     if job.get('execution') == 'compiled':
         from torch._dynamo.utils import counters
         result['graphs'] = int(counters['stats']['unique_graphs'])
@@ -140,6 +142,8 @@ def child_main(job_json: str) -> int:
     """The child: measure the job (a JSON dict from :func:`~.cli.plan`) and print
     its result, or its error, on a line ``RESULT {...}``."""
     job = json.loads(job_json)
+    os.environ[malloc.TUNING_ENV_VAR] = '' if job.get('tuning', 'auto') == 'auto' else job['tuning']
+    malloc.apply_overrides()  # the job's tuning variant, the rest follows the CPU
     if job['device'] == 'cpu':
         malloc.keep_freed_memory()  # as tools/train.py and test.py do on CPU
         if job.get('mem_limit_gib'):
@@ -185,7 +189,8 @@ def machine_info(device: str, threads: Optional[int]) -> dict:
         info['torch_cpu_kernels'] = torch.backends.cpu.get_cpu_capability()
         bf16 = sorted(BF16_ISA & set(isa))
         info['tuning'] = (
-            "impl='auto' runs the fused kernels on " + ', '.join(AUTO_DEVICES) + '; bf16 '
+            "impl='auto' runs the fused kernels on " + ', '.join(AUTO_DEVICES) + '; '
+            + '; '.join(malloc.choices().values()) + '; bf16 '
             + (f'computed natively ({", ".join(bf16)})' if bf16 else
                'emulated (no avx512_bf16 / amx: slower than fp32)'))
         if malloc.malloc_tunable():

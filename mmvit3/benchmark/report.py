@@ -9,7 +9,7 @@ from typing import List, Sequence
 from .figure import plot
 from .models import BIG_SIZE, LABELS, PAPER_SIZES, REF_SIZE
 from .parts import PART_GROUPS
-from .results import VARIANT, find, variant
+from .results import DEFAULT_VARIANT, VARIANT, find, variant
 
 
 def goals(results: Sequence[dict]) -> List[str]:
@@ -86,7 +86,8 @@ def plain_comparison(results: Sequence[dict]) -> List[str]:
 
 def label(r: dict) -> str:
     """The model's name, and its variant where it is not fp32 / eager /
-    fixed size: ``H-ViT3-T [bf16, compiled, multi-scale]``."""
+    fixed size / tuned for the CPU: ``H-ViT3-T [bf16, compiled, multi-scale,
+    linear=blas]``."""
     names = {'multi': 'multi-scale'}
     extra = [names.get(v, v) for v, (_, default) in zip(variant(r), VARIANT) if v != default]
     return LABELS[r['model']] + (f" [{', '.join(extra)}]" if extra else '')
@@ -94,10 +95,10 @@ def label(r: dict) -> str:
 
 def variants_table(results: Sequence[dict]) -> List[str]:
     """Each variant beside the same measurement in fp32, eager, at a fixed
-    size: the time per step (steady state; multi-scale: the median over the
+    size, tuned for the CPU: the time per step (steady state; multi-scale: the median over the
     sizes), its ratio, the first step at each size (compilation included)
     and the graphs compiled; nothing where no variant was measured."""
-    rows = [r for r in results if 'error' not in r and variant(r) != ('fp32', 'eager', 'fixed')]
+    rows = [r for r in results if 'error' not in r and variant(r) != DEFAULT_VARIANT]
     if not rows:
         return []
     lines = ['', 'Variants against fp32, eager, fixed size (steady-state time per step; '

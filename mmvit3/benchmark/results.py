@@ -7,13 +7,18 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 
-#: a measurement's variant: precision, execution and scales, and their defaults
-VARIANT = (('precision', 'fp32'), ('execution', 'eager'), ('scales', 'fixed'))
+#: a measurement's variant: precision, execution, scales and tuning (``auto``:
+#: every choice follows the CPU; else forced, as ``MMVIT3_TUNING`` takes
+#: it), and their defaults
+VARIANT = (('precision', 'fp32'), ('execution', 'eager'), ('scales', 'fixed'),
+           ('tuning', 'auto'))
+#: the default variant, the one the others are compared with
+DEFAULT_VARIANT = tuple(default for _, default in VARIANT)
 
 
 def variant(r: dict) -> tuple:
-    """``(precision, execution, scales)`` of a row (rows written before
-    variants existed: ``amp`` is bf16, the rest the defaults)."""
+    """``(precision, execution, scales, tuning)`` of a row (rows written
+    before variants existed: ``amp`` is bf16, the rest the defaults)."""
     old = {'precision': 'bf16'} if r.get('amp') else {}
     return tuple(r.get(k, old.get(k, default)) for k, default in VARIANT)
 
@@ -23,9 +28,10 @@ def _key(r: dict) -> tuple:
 
 
 def find(results: Sequence[dict], model, level, mode, size,
-         precision='fp32', execution='eager', scales='fixed') -> Optional[dict]:
+         precision='fp32', execution='eager', scales='fixed',
+         tuning='auto') -> Optional[dict]:
     """The first row of that measurement that did not fail, or None."""
-    key = (level, model, mode, tuple(size), precision, execution, scales)
+    key = (level, model, mode, tuple(size), precision, execution, scales, tuning)
     for r in results:
         if _key(r) == key and 'error' not in r:
             return r

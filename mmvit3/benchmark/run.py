@@ -35,11 +35,12 @@ def plan(args) -> List[dict]:
         for model in args.models:
             if model in SINGLE_SCALE and level != 'backbone':
                 continue
-            for mode, size, precision, execution, scales in itertools.product(
-                    args.modes, args.sizes, args.precisions, args.executions, args.scales):
+            for mode, size, precision, execution, scales, tuning in itertools.product(
+                    args.modes, args.sizes, args.precisions, args.executions, args.scales,
+                    args.tunings):
                 jobs.append(dict(
                     model=model, level=level, mode=mode, size=size,
-                    precision=precision, execution=execution, scales=scales,
+                    precision=precision, execution=execution, scales=scales, tuning=tuning,
                     compile_backend=args.compile_backend,
                     batch=args.batch, device=args.device,
                     threads=args.threads, warmup=args.warmup,

@@ -5,6 +5,8 @@ import argparse
 import os
 
 from ..benchmark import BACKBONES, DEFAULT_MODELS, DEFAULT_SIZES, parse_size, run
+from ..errors import ConfigError
+from ..tuning import parse_overrides
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--scales', nargs='+', default=['fixed'], choices=['fixed', 'multi'],
                         help='multi: the steps cycle through the size, 0.9x and 1.1x of it '
                         '(padded to 32), as a multi-scale recipe changes sizes')
+    parser.add_argument('--tunings', nargs='+', default=['auto'], metavar='TUNING',
+                        help='auto: every CPU tuning choice follows the CPU (as in the '
+                        'tools); or choices forced as MMVIT3_TUNING takes them, e.g. '
+                        'linear=blas linear=onednn, to measure a choice both ways')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: torch\'s choice)')
@@ -70,6 +76,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.amp:
         args.precisions = ['bf16']
+    for tuning in args.tunings:
+        try:
+            if tuning != 'auto':
+                parse_overrides(tuning)
+        except ConfigError as err:
+            parser.error(f'--tunings {tuning}: {err}')
     if args.rounds < 1:
         parser.error(f'--rounds must be at least 1, not {args.rounds}')
     if args.mem_limit is None:

@@ -12,6 +12,7 @@ from ..config import config_scope, load_config
 from ..datasets import refuse_dataset_outputs
 from ..errors import CheckpointNotFoundError, ConfigError
 from ..safe_load import trust_checkpoints
+from ..tuning import apply_overrides
 from .common import add_config_args, tool_main, wants_trust
 
 TOOL = 'tools/image_demo.py'
@@ -56,6 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise CheckpointNotFoundError(f'Checkpoint not found: {args.checkpoint}')
     outputs = demo_outputs(images, args.out_dir, scope, args.save_preds)
+    apply_overrides()  # MMVIT3_TUNING, as tools/train.py and test.py take it
     if not args.overwrite:
         refuse_dataset_outputs(cfg, [('--out-dir', args.out_dir)])
     with trust_checkpoints(wants_trust(args, cfg)):

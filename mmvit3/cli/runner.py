@@ -25,7 +25,7 @@ from ..errors import EXIT_FAILURE, EXIT_OK, DatasetNotFoundError, MMViT3Error
 from ..safe_load import (TOOLS_HINT, allow_nonfinite_weights, set_opt_in_hint,
                          trust_checkpoints)
 from ..tuning import ENV_VAR as MALLOC_ENV_VAR
-from ..tuning import keep_freed_memory
+from ..tuning import apply_overrides, choices, keep_freed_memory
 from .common import check_amp, check_weight_decay, wants_trust
 from .paths import commands_from_here
 
@@ -135,11 +135,16 @@ def _check_run_data(cfg: Config, splits: Sequence[str]) -> None:
 
 
 def _tune_cpu() -> None:
-    """On a machine without CUDA, glibc's malloc keeps freed memory for the
-    next step (:func:`mmvit3.tuning.keep_freed_memory`)."""
-    if not torch.cuda.is_available() and keep_freed_memory():
+    """The tuning choices ``MMVIT3_TUNING`` forces; on a machine without
+    CUDA, glibc's malloc keeps freed memory for the next step
+    (:func:`mmvit3.tuning.keep_freed_memory`) and the log names the choices."""
+    apply_overrides()
+    if torch.cuda.is_available():
+        return
+    if keep_freed_memory():
         print_log(f'CPU run: malloc keeps freed memory for the next step '
                   f'(faster; {MALLOC_ENV_VAR}=default turns it off)', logger='current')
+    print_log('CPU run: ' + '; '.join(choices().values()), logger='current')
 
 
 def run_runner(cfg: Config,

@@ -11,8 +11,10 @@ models (:mod:`mmvit3.models.impl` and :mod:`mmvit3.models.fused`).
 * :mod:`.dwconv`: depth-wise convolutions on channels-last maps;
 * :mod:`.conv_cpu`: the dense convolutions of the stem and patch merging,
   tuned for oneDNN (CPU);
+* :mod:`.linear_cpu`: the ops' float32 matrix products on CPU, through
+  oneDNN or the BLAS as the CPU decides;
 * :mod:`.rope`: the 2D rotary position embedding's angles.
 """
-from . import conv_cpu, dwconv, mlp_fused, rope, ttt_fused
+from . import conv_cpu, dwconv, linear_cpu, mlp_fused, rope, ttt_fused
 
-__all__ = ['conv_cpu', 'dwconv', 'mlp_fused', 'rope', 'ttt_fused']
+__all__ = ['conv_cpu', 'dwconv', 'linear_cpu', 'mlp_fused', 'rope', 'ttt_fused']

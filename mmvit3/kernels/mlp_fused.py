@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .common import autocast_dtype, autocast_off, grid, tokens, with_standard_strides
+from .linear_cpu import linear
 
 
 # ---------------------------------------------------------------------------
@@ -39,7 +40,7 @@ def _mlp_tail(x: Tensor, weight: Tensor, bias: Tensor, fc2_weight: Tensor, fc2_b
     """``x`` (B, N, Ch) -> ``fc2(gelu(a + dwc(a)))``, ``a = gelu(x)`` (B, N, C)."""
     _, u = _middle(x, weight, bias, h, w)
     g = torch.ops.aten.gelu.out(u, out=u)  # in place: u is not needed again
-    return F.linear(g, fc2_weight, fc2_bias)
+    return linear(g, fc2_weight, fc2_bias)
 
 
 @_mlp_tail.register_fake
@@ -111,7 +112,7 @@ def _layer_norm_linear(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, eps: f
     """``linear(layer_norm(x))`` (the norm in ``x``'s dtype, the linear layer
     in ``weight``'s), and the norm's per-token mean and 1/std."""
     y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
-    return F.linear(y.to(weight.dtype), weight, bias), mean, rstd
+    return linear(y.to(weight.dtype), weight, bias), mean, rstd
 
 
 @_layer_norm_linear.register_fake
@@ -133,7 +134,7 @@ def _layer_norm_linear_backward(grad: Tensor, x: Tensor, norm_weight: Tensor,
     d_weight = grad.flatten(0, -2).t() @ y.to(grad.dtype).flatten(0, -2)  # (out, C)
     d_bias = grad.flatten(0, -2).sum(0)
     del y
-    d_y = (grad @ weight).to(x.dtype)  # (..., C)
+    d_y = linear(grad, weight.t()).to(x.dtype)  # grad @ weight, (..., C)
     d_x, d_norm_weight, d_norm_bias = torch.ops.aten.native_layer_norm_backward(
         d_y, x, x.shape[-1:], mean, rstd, norm_weight, norm_bias, [True, True, True])
     return d_x, d_norm_weight, d_norm_bias, d_weight, d_bias
