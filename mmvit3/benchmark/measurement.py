@@ -161,6 +161,12 @@ def child_main(job_json: str) -> int:
     return 0
 
 
+#: Environment variables that make torch, oneDNN and MKL use less of the CPU's
+#: ISA than it reports (to measure, on one CPU, what a smaller one would do).
+ISA_CAPS = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA',
+            'MKL_ENABLE_INSTRUCTIONS')
+
+
 def machine_info(device: str, threads: Optional[int]) -> dict:
     """What the report's header says of the machine: CPU, cores, threads,
     memory, torch, the GPU on CUDA; on CPU its ISA (avx2 / avx512 /
@@ -187,6 +193,9 @@ def machine_info(device: str, threads: Optional[int]) -> dict:
         isa = malloc.cpu_isa()
         info['isa'] = ' '.join(isa) or 'unknown'
         info['torch_cpu_kernels'] = torch.backends.cpu.get_cpu_capability()
+        caps = [f'{k}={os.environ[k]}' for k in ISA_CAPS if os.environ.get(k)]
+        if caps:  # the libraries told to use less than the CPU has
+            info['isa_caps'] = ' '.join(caps)
         bf16 = sorted(BF16_ISA & set(isa))
         info['tuning'] = (
             "impl='auto' runs the fused kernels on " + ', '.join(AUTO_DEVICES) + '; '

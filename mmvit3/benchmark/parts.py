@@ -107,7 +107,10 @@ def time_parts(name: str, model, step, train: bool, amp, runs: int,
 #: profiler operators that are matrix-product kernels, and the argument
 #: positions of their two factors (for counting multiply-adds)
 MATMUL_OPS = {'aten::mm': (0, 1), 'aten::addmm': (1, 2), 'aten::bmm': (0, 1),
-              'aten::baddbmm': (1, 2), 'aten::_addmm_activation': (1, 2)}
+              'aten::baddbmm': (1, 2), 'aten::_addmm_activation': (1, 2),
+              'mkldnn::_linear_pointwise': (0, 1)}
+#: of those, the linear layers: ``(.., k)`` tokens and an ``(n, k)`` weight
+LINEAR_OPS = frozenset({'mkldnn::_linear_pointwise'})
 #: profiler operators that are convolution kernels (forward or backward)
 CONV_OPS = frozenset({
     'aten::mkldnn_convolution', 'aten::convolution_backward',
@@ -124,6 +127,8 @@ def _matmul_macs(name: str, shapes) -> Optional[int]:
     recorded."""
     try:
         a, b = (shapes[i] for i in MATMUL_OPS[name])
+        if name in LINEAR_OPS:
+            return math.prod(a[:-1]) * a[-1] * b[0]
         batch = math.prod(a[:-2])
         return batch * a[-2] * a[-1] * b[-1]
     except (IndexError, TypeError, ValueError):
