@@ -122,3 +122,56 @@ def test_the_export_page_quotes_the_recorded_plain_recipe_compile_run():
     first = float(re.search(r'^Epoch\(train\) \[1\]\[1/\d+\].* time: ([\d.]+)', record, re.M)[1])
     page = re.sub(r'\s+', ' ', (ROOT / 'docs' / 'export.md').read_text())
     assert f'included, took {first:.0f} s on the AMD EPYC' in page
+
+
+def test_the_performance_page_quotes_the_recorded_tuning_runs():
+    """docs/performance_cpu.md's rows of the matrix-product runs are the
+    recorded tables' (docs/benchmarks/linear_cpu, linear_avx2_cpu), and the
+    default each ran with is the one the page says."""
+    page = (ROOT / 'docs' / 'performance_cpu.md').read_text()
+    section = page[page.index('## Tuning that follows the CPU'):page.index('## Freed memory on CPU')]
+    quoted = [line for line in section.splitlines() if line.startswith('| backbone |')]
+    recorded = []
+    for name, default in (('linear_cpu', 'oneDNN'), ('linear_avx2_cpu', 'BLAS')):
+        folder = ROOT / 'docs' / 'benchmarks' / name
+        assert f'; {default} float32 matrix products' in (folder / 'machine.json').read_text()
+        variants = (folder / 'benchmark.md').read_text().split('Variants against')[1]
+        recorded += [line for line in variants.split('\n\n')[1].splitlines()
+                     if line.startswith('| backbone |')]
+    assert quoted == recorded
+
+
+def test_the_performance_page_quotes_the_recorded_breakdown_against_the_targets():
+    """docs/performance_cpu.md's re-measured breakdown: its tables are the
+    record's (docs/benchmarks/parts_cpu), and the sums and targets it states
+    are computed from them."""
+    from mmvit3 import benchmark
+    folder = ROOT / 'docs' / 'benchmarks' / 'parts_cpu'
+    page = (ROOT / 'docs' / 'performance_cpu.md').read_text()
+    section = page[page.index('### Against the targets'):page.index('## Implementations')]
+    record = (folder / 'benchmark.md').read_text()
+    for title in ('| model | mode | input | stem |', '| model | mode | input | matrix products |'):
+        table = record[record.index(title):].split('\n\n')[0].strip()
+        assert table in section, title
+    rows = {(r['model'], r['mode']): r
+            for r in benchmark.aggregate(benchmark.read_results(str(folder)))}
+    vit_i, swin_i, vit_t, swin_t = (rows[k] for k in [('vit3-t', 'infer'), ('swin-t', 'infer'),
+                                                      ('vit3-t', 'train'), ('swin-t', 'train')])
+
+    def blocks(r):
+        return sum(v for k, v in r['parts'].items() if k.startswith('stage'))
+
+    def stem_downs(r):
+        return sum(v for k, v in r['parts'].items() if k == 'stem' or k.startswith('down'))
+
+    text = re.sub(r'\s+', ' ', section)
+    target_i, target_t = 0.85 * swin_i['seconds'], 1.10 * swin_t['seconds']
+    for claim in (
+            f"step is {target_i:.2f} s: {vit_i['seconds'] - target_i:.2f} s less than H-ViT³-T's, "
+            f"more than all its convolutions take ({vit_i['ops']['convolutions']:.2f} s)",
+            f"take {blocks(vit_t):.2f} s against Swin-T's {blocks(swin_t):.2f} s",
+            f"take {stem_downs(vit_t):.2f} s against Swin-T's {stem_downs(swin_t):.2f} s",
+            f"step is {target_t:.2f} s, {vit_t['seconds'] - target_t:.2f} s less than H-ViT³-T's: "
+            f"nearly all of the {stem_downs(vit_t) - stem_downs(swin_t):.2f} s"):
+        assert claim in text, claim
+    assert vit_i['seconds'] - target_i > vit_i['ops']['convolutions']  # the page's conclusion

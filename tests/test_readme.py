@@ -36,12 +36,14 @@ NOT_RUN = {
          ['tests/test_launchers.py::test_dist_scripts_exec_torchrun',
           'tests/test_reliability.py::test_dist_train_two_cpu_processes_hold_identical_weights']),
     r'python tools/benchmark\.py --models vit3-t (vit3-t-plain swin-t r50 vit-s|swin-t) '
-    r'--sizes (512 800x1344|1600x2688) |python tools/benchmark\.py .*--out-dir '
-    r'work_dirs/bench_(bf16|compile)$':
+    r'--sizes (512 800x1344|1600x2688) |([A-Z_]+=\w+ )*python tools/benchmark\.py .*--out-dir '
+    r'work_dirs/bench_(bf16|compile|linear|linear_avx2|parts_targets)$':
         ('minutes to hours of CPU: the same tool at a tiny size, as the breakdown command; '
-         'the variants at a tiny size; the recorded tables re-rendered from their results',
+         'the variants and forced tuning choices at a tiny size; the recorded tables '
+         're-rendered from their results',
          ['tests/test_benchmark.py::test_run_writes_table_plot_and_results',
           'tests/test_benchmark.py::test_variants_are_measured_apart_and_reported_against_fp32_eager_fixed',
+          'tests/test_benchmark.py::test_a_tuning_choice_is_measured_both_ways_and_the_default_follows_the_cpu',
           'tests/test_benchmark.py::test_recorded_benchmark_tables_are_the_tools_output_of_their_results']),
 }
 
