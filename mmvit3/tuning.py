@@ -126,7 +126,11 @@ def apply_overrides() -> Dict[str, str]:
         ConfigError: ``MMVIT3_TUNING`` cannot be read.
     """
     forced = parse_overrides(os.environ.get(TUNING_ENV_VAR, ''))
-    linear_cpu.set_onednn_linear(OVERRIDES['linear'][forced.get('linear', 'auto')])
+    onednn = OVERRIDES['linear'][forced.get('linear', 'auto')]
+    if onednn and not linear_cpu.onednn_available():
+        raise ConfigError(f'{TUNING_ENV_VAR}=linear=onednn: this torch has no oneDNN linear op; '
+                          'use linear=blas or linear=auto')
+    linear_cpu.set_onednn_linear(onednn)
     return forced
 
 

@@ -127,6 +127,14 @@ def test_mmvit3_tuning_forces_a_choice_and_names_what_it_takes(monkeypatch):
         linear_cpu.set_onednn_linear(None)
 
 
+def test_forcing_onednn_without_it_is_an_error_naming_the_way_out(monkeypatch):
+    monkeypatch.setattr(linear_cpu, 'onednn_available', lambda: False)
+    monkeypatch.setenv(malloc.TUNING_ENV_VAR, 'linear=onednn')
+    with pytest.raises(ConfigError, match='no oneDNN linear op; use linear=blas or linear=auto'):
+        malloc.apply_overrides()
+    assert not linear_cpu.onednn_linear_forced()
+
+
 class _Stop(Exception):
     pass
 

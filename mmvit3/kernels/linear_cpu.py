@@ -5,9 +5,9 @@
 oneDNN's matmul made the ViT³ backbone faster than the BLAS on an x86 CPU
 with AVX-512 and made no difference beyond noise with AVX2 alone
 (docs/performance_cpu.md), so it is the choice where torch's CPU kernels
-use AVX-512, and the BLAS elsewhere: :func:`onednn_linear_default`. :func:`set_onednn_linear` forces
-it (``MMVIT3_TUNING=linear=onednn`` / ``linear=blas`` through
-:mod:`mmvit3.tuning`).
+use AVX-512, and the BLAS elsewhere (:func:`onednn_linear_default`).
+:func:`set_onednn_linear` forces it (``MMVIT3_TUNING=linear=onednn`` /
+``linear=blas`` through :mod:`mmvit3.tuning`).
 """
 import functools
 from typing import Optional
