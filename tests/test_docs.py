@@ -139,6 +139,11 @@ def test_the_performance_page_quotes_the_recorded_tuning_runs():
         recorded += [line for line in variants.split('\n\n')[1].splitlines()
                      if line.startswith('| backbone |')]
     assert quoted == recorded
+    # the fused kernels with AVX2 alone: the record's breakdown, whole
+    record = (ROOT / 'docs' / 'benchmarks' / 'parts_avx2_cpu' / 'benchmark.md').read_text()
+    assert 'capped by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2' in record
+    title = '| model | mode | input | stem |'
+    assert record[record.index(title):].split('\n\n')[0].strip() in section
 
 
 def test_the_performance_page_quotes_the_recorded_breakdown_against_the_targets():
