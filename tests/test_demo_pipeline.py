@@ -273,58 +273,23 @@ def test_cascade_demo_trains_and_tests(demo_root, tmp_path):
     assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out
 
 
-def test_segmentation_demo_train_resume_and_test(demo_root, tmp_path):
-    work = tmp_path / 'seg'
-    data = seg_data_overrides(demo_root)
-    short = [o for o in short_run_overrides() if 'save_optimizer' not in o]
-    rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/upernet_vit3_demo\.py'),
-                       '--work-dir', work, '--cfg-options', *short, *data)
-    assert rc == 0, out[-5000:]
-    assert (work / 'iter_2.pth').is_file(), out[-3000:]
-    assert 'mIoU' in out
-
-    # --resume without a value: the latest checkpoint in the work dir
-    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work,
-                       '--resume', '--cfg-options', *short,
-                       'train_cfg.max_iters=3', *data)
-    assert rc == 0, out[-5000:]
-    assert 'resumed' in out.lower() and 'iter: 2' in out, out[-3000:]
-    ckpt = work / 'iter_3.pth'
-    assert ckpt.is_file(), out[-3000:]
-
-    rc, out = run_tool(*page_command(r'python tools/test\.py configs/demo/upernet_vit3_demo\.py ',
-                                     {r'work_dirs/\S+\.pth': ckpt}),
-                       '--work-dir', tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
-                       '--cfg-options',
-                       *loader_overrides('', num_workers=0,
-                                         persistent_workers=False), *data)
-    assert rc == 0, out[-5000:]
-    assert 'mIoU' in out and 'aAcc' in out
-    assert len(list((tmp_path / 'seg_png').glob('*.png'))) == 2
-
-    # the checkpoint with another backbone arch: a clear error, no evaluation
-    rc, out = run_tool('tools/test.py', SEG_CFG, ckpt, '--work-dir',
-                       tmp_path / 'seg_test_small', '--cfg-options', 'model.backbone.arch=small',
-                       *loader_overrides('', num_workers=0, persistent_workers=False), *data)
-    assert rc == 2, out[-5000:]
-    assert 'holds a ViT3 tiny, the model is a ViT3 small: set arch' in out, out[-3000:]
-    assert str(ckpt) in out and 'Traceback' not in out and 'aAcc' not in out
-
-
-def test_the_segmentation_demo_learns(tmp_path):
+def test_the_segmentation_demo_learns_resumes_and_tests(tmp_path):
     """The segmentation demo as the page runs it, cut to 40 iterations on 16
     images of 64 px: its validation mIoU clears a floor that the untrained
     model does not reach (mIoU 10.6 and a mean IoU of the shapes of 1.0
     untrained, 40.6 and 23.9 after the 40 iterations on an AMD EPYC with 2
-    threads; the run is seeded), and its pictures draw the shapes only."""
+    threads; the run is seeded), and its pictures draw the shapes only. Then
+    ``--resume`` goes on from the latest checkpoint, the page's tools/test.py
+    writes a label map per image, and the checkpoint against another arch is
+    a clear error."""
     root = tmp_path / 'demo'
     make_demo_data.make_demo_data(str(root), seed=0, num_train=16, num_val=8, size=64)
+    work, data = tmp_path / 'seg', seg_data_overrides(root)
+    run = [*[o for o in short_run_overrides() if 'batch_size' not in o],
+           'train_cfg.val_interval=40', 'default_hooks.checkpoint.interval=40',
+           'train_dataloader.batch_size=4', *data]
     rc, out = run_tool(*page_command(r'python tools/train\.py configs/demo/upernet_vit3_demo\.py'),
-                       '--work-dir', tmp_path / 'seg', '--cfg-options',
-                       *[o for o in short_run_overrides() if 'batch_size' not in o],
-                       'train_cfg.max_iters=40', 'train_cfg.val_interval=40',
-                       'default_hooks.checkpoint.interval=40', 'train_dataloader.batch_size=4',
-                       *seg_data_overrides(root))
+                       '--work-dir', work, '--cfg-options', *run, 'train_cfg.max_iters=40')
     assert rc == 0, out[-5000:]
     miou = float(re.findall(r'mIoU: ([\d.]+)', out)[-1])
     shapes = [float(re.search(rf'\|\s+{c}\s+\|\s+([\d.]+)', out)[1])
@@ -356,6 +321,31 @@ def test_the_segmentation_demo_learns(tmp_path):
         if (~background).any():
             painted.append(np.median(off[~background]))
     assert painted and min(painted) > 20  # the shapes' pixels are
+
+    # --resume without a value: the latest checkpoint in the work dir
+    rc, out = run_tool('tools/train.py', SEG_CFG, '--work-dir', work, '--resume',
+                       '--cfg-options', *run, 'train_cfg.max_iters=41')
+    assert rc == 0, out[-5000:]
+    assert 'resumed' in out.lower() and 'iter: 40' in out, out[-3000:]
+    ckpt = work / 'iter_41.pth'
+    assert ckpt.is_file(), out[-3000:]
+
+    rc, out = run_tool(*page_command(r'python tools/test\.py configs/demo/upernet_vit3_demo\.py ',
+                                     {r'work_dirs/\S+\.pth': ckpt}),
+                       '--work-dir', tmp_path / 'seg_test', '--out', tmp_path / 'seg_png',
+                       '--cfg-options',
+                       *loader_overrides('', num_workers=0, persistent_workers=False), *data)
+    assert rc == 0, out[-5000:]
+    assert 'mIoU' in out and 'aAcc' in out
+    assert len(list((tmp_path / 'seg_png').glob('*.png'))) == 8
+
+    # the checkpoint with another backbone arch: a clear error, no evaluation
+    rc, out = run_tool('tools/test.py', SEG_CFG, ckpt, '--work-dir',
+                       tmp_path / 'seg_test_small', '--cfg-options', 'model.backbone.arch=small',
+                       *loader_overrides('', num_workers=0, persistent_workers=False), *data)
+    assert rc == 2, out[-5000:]
+    assert 'holds a ViT3 tiny, the model is a ViT3 small: set arch' in out, out[-3000:]
+    assert str(ckpt) in out and 'Traceback' not in out and 'aAcc' not in out
 
 
 def test_test_tool_rejects_missing_checkpoint(tmp_path):
