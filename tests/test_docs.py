@@ -124,12 +124,22 @@ def test_the_export_page_quotes_the_recorded_plain_recipe_compile_run():
     assert f'included, took {first:.0f} s on the AMD EPYC' in page
 
 
+def performance_section(start: str, end: str) -> str:
+    """The part of docs/performance_cpu.md from heading ``start`` to ``end``."""
+    page = (ROOT / 'docs' / 'performance_cpu.md').read_text()
+    return page[page.index(start):page.index(end)]
+
+
+def recorded_table(record: str, title: str) -> str:
+    """The table of a tools/benchmark.py record that starts with ``title``."""
+    return record[record.index(title):].split('\n\n')[0].strip()
+
+
 def test_the_performance_page_quotes_the_recorded_tuning_runs():
     """docs/performance_cpu.md's rows of the matrix-product runs are the
     recorded tables' (docs/benchmarks/linear_cpu, linear_avx2_cpu), and the
     default each ran with is the one the page says."""
-    page = (ROOT / 'docs' / 'performance_cpu.md').read_text()
-    section = page[page.index('## Tuning that follows the CPU'):page.index('## Freed memory on CPU')]
+    section = performance_section('## Tuning that follows the CPU', '## Freed memory on CPU')
     quoted = [line for line in section.splitlines() if line.startswith('| backbone |')]
     recorded = []
     for name, default in (('linear_cpu', 'oneDNN'), ('linear_avx2_cpu', 'BLAS')):
@@ -142,8 +152,7 @@ def test_the_performance_page_quotes_the_recorded_tuning_runs():
     # the fused kernels with AVX2 alone: the record's breakdown, whole
     record = (ROOT / 'docs' / 'benchmarks' / 'parts_avx2_cpu' / 'benchmark.md').read_text()
     assert 'capped by ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2' in record
-    title = '| model | mode | input | stem |'
-    assert record[record.index(title):].split('\n\n')[0].strip() in section
+    assert recorded_table(record, '| model | mode | input | stem |') in section
 
 
 def test_the_performance_page_quotes_the_recorded_breakdown_against_the_targets():
@@ -152,12 +161,10 @@ def test_the_performance_page_quotes_the_recorded_breakdown_against_the_targets(
     are computed from them."""
     from mmvit3 import benchmark
     folder = ROOT / 'docs' / 'benchmarks' / 'parts_cpu'
-    page = (ROOT / 'docs' / 'performance_cpu.md').read_text()
-    section = page[page.index('### Against the targets'):page.index('## Implementations')]
+    section = performance_section('### Against the targets', '## Implementations')
     record = (folder / 'benchmark.md').read_text()
     for title in ('| model | mode | input | stem |', '| model | mode | input | matrix products |'):
-        table = record[record.index(title):].split('\n\n')[0].strip()
-        assert table in section, title
+        assert recorded_table(record, title) in section, title
     rows = {(r['model'], r['mode']): r
             for r in benchmark.aggregate(benchmark.read_results(str(folder)))}
     vit_i, swin_i, vit_t, swin_t = (rows[k] for k in [('vit3-t', 'infer'), ('swin-t', 'infer'),
