@@ -21,7 +21,6 @@ import ctypes
 import os
 import platform
 import sys
-
 from typing import Dict
 
 from .errors import ConfigError
@@ -126,20 +125,18 @@ def apply_overrides() -> Dict[str, str]:
         ConfigError: ``MMVIT3_TUNING`` cannot be read.
     """
     forced = parse_overrides(os.environ.get(TUNING_ENV_VAR, ''))
-    onednn = OVERRIDES['linear'][forced.get('linear', 'auto')]
-    if onednn and not linear_cpu.onednn_available():
+    try:
+        linear_cpu.set_onednn_linear(OVERRIDES['linear'][forced.get('linear', 'auto')])
+    except RuntimeError:  # oneDNN forced where torch has none
         raise ConfigError(f'{TUNING_ENV_VAR}=linear=onednn: this torch has no oneDNN linear op; '
-                          'use linear=blas or linear=auto')
-    linear_cpu.set_onednn_linear(onednn)
+                          'use linear=blas or linear=auto') from None
     return forced
 
 
 def choices() -> Dict[str, str]:
     """Each run-time choice of the fused kernels on CPU, as it stands in this
     process, and why (what the CPU reports, or ``MMVIT3_TUNING``)."""
-    import torch
-    capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: '?')()
     onednn = linear_cpu.onednn_linear()
     why = (f'forced by {TUNING_ENV_VAR}' if linear_cpu.onednn_linear_forced() else
-           f'torch\'s CPU kernels: {capability}')
+           f'torch\'s CPU kernels: {linear_cpu.cpu_capability()}')
     return {'linear': f"{'oneDNN' if onednn else 'BLAS'} float32 matrix products ({why})"}

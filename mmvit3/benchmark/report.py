@@ -95,8 +95,8 @@ def label(r: dict) -> str:
 
 def variants_table(results: Sequence[dict]) -> List[str]:
     """Each variant beside the same measurement in fp32, eager, at a fixed
-    size, tuned for the CPU: the time per step (steady state; multi-scale: the median over the
-    sizes), its ratio, the first step at each size (compilation included)
+    size, tuned for the CPU: the time per step (steady state; multi-scale:
+    the median over the sizes), its ratio, the first step at each size (compilation included)
     and the graphs compiled; nothing where no variant was measured."""
     rows = [r for r in results if 'error' not in r and variant(r) != DEFAULT_VARIANT]
     if not rows:

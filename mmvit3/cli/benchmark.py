@@ -76,10 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.amp:
         args.precisions = ['bf16']
-    for tuning in args.tunings:
+    for tuning in set(args.tunings) - {'auto'}:
         try:
-            if tuning != 'auto':
-                parse_overrides(tuning)
+            parse_overrides(tuning)
         except ConfigError as err:
             parser.error(f'--tunings {tuning}: {err}')
     if args.rounds < 1:

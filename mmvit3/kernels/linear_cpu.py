@@ -25,12 +25,16 @@ def onednn_available() -> bool:
             and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
 
 
+def cpu_capability() -> str:
+    """The kernels torch picked for this CPU (``AVX512``, ``AVX2``, ...; it
+    follows ``ATEN_CPU_CAPABILITY``), ``'?'`` where torch cannot say."""
+    return getattr(torch.backends.cpu, 'get_cpu_capability', lambda: '?')()
+
+
 @functools.lru_cache(maxsize=None)
 def onednn_linear_default() -> bool:
-    """oneDNN where torch has it and its CPU kernels use AVX-512 (torch's
-    ``get_cpu_capability()``, which also follows ``ATEN_CPU_CAPABILITY``)."""
-    capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: '')().upper()
-    return onednn_available() and capability.startswith('AVX512')
+    """oneDNN where torch has it and its CPU kernels use AVX-512."""
+    return onednn_available() and cpu_capability().upper().startswith('AVX512')
 
 
 def set_onednn_linear(choice: Optional[bool]) -> None:
